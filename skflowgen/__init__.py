@@ -1,0 +1,8 @@
+"""Deep latent generative models with normalizing-flow priors, as scikit-learn estimators."""
+
+from .glf import GenerativeLatentFlow
+from .langevin_flow_prior import LangevinFlowPriorGenerator
+
+__version__ = "0.1.0"
+
+__all__ = ["GenerativeLatentFlow", "LangevinFlowPriorGenerator", "__version__"]

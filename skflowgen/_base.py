@@ -1,0 +1,598 @@
+"""Estimator plumbing shared by both models.
+
+A model subclass provides the networks and the training step; this base does
+everything else once: parameter and input validation, the device rule, the
+private random generators, the mini-batch training loop (early stopping,
+warm start, divergence rollback, interruption), streamed evaluation, the
+outlier API (as :class:`~sklearn.covariance.EllipticEnvelope`) and pickling.
+"""
+
+import copy
+import io
+import math
+import numbers
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import (BaseEstimator, ClassNamePrefixFeaturesOutMixin, OutlierMixin,
+                          TransformerMixin)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from .flows import CouplingFlow
+
+_STATE_FORMAT = 1
+_N_IMPORTANCE_SAMPLES = 128
+_MAX_ROLLBACKS = 3
+_LOG_2PI = math.log(2 * math.pi)
+
+COMMON_PARAMETERS_DOC = """\
+    score_method : {'joint', 'marginal'}, default='joint'
+        What :meth:`score_samples` estimates. ``'joint'``: the log joint
+        ``log N(x; g(z~), sigma^2 I) + log p(z~)`` at the inferred latent
+        ``z~`` (the papers' anomaly score). ``'marginal'``: an importance-sampled
+        estimate of ``log p(x)`` (128 draws from ``N(z~, tau^2 I)``, ``tau``
+        the approximate posterior scale); unlike the joint it is comparable
+        across ``n_components``, so use it to select ``n_components``.
+    contamination : float in (0, 0.5], default=0.1
+        Expected fraction of outliers in the training set; sets ``offset_``.
+    max_iter : int, default=100
+        Maximum number of epochs.
+    batch_size : int, default=256
+        Rows per mini-batch, in training and in every streamed evaluation.
+    tol : float, default=1e-4
+        Minimum improvement of the training loss (or of the validation score
+        with ``early_stopping``) that resets the ``n_iter_no_change`` count.
+    n_iter_no_change : int, default=10
+        Epochs without a ``tol`` improvement before training stops.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, stop when their mean
+        ``score_samples`` stops improving and keep the best weights.
+    validation_fraction : float in (0, 1), default=0.1
+        Held-out fraction for ``early_stopping``.
+    warm_start : bool, default=False
+        Continue from the fitted networks and optimizer state on the next fit.
+    verbose : int, default=0
+        0 is silent; 1 prints one line per epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds private :class:`torch.Generator` objects for initialisation,
+        shuffling, Langevin noise and importance sampling. Torch's global RNG
+        is never used. A fitted model scores deterministically either way.
+    device : str, default='auto'
+        ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
+        Resolved at every call, so ``set_params(device='cpu')`` works on a
+        fitted model; a missing CUDA gives a warning and the CPU."""
+
+COMMON_ATTRIBUTES_DOC = """\
+    n_components_ : int
+        Latent dimension used.
+    flow_ : CouplingFlow
+        The latent prior; ``flow_.log_prob(z)`` is the per-row log-density.
+    noise_variance_ : float
+        The observation noise variance ``sigma^2`` of ``N(x; g(z), sigma^2 I)``.
+    offset_ : float
+        ``score_samples`` percentile at ``100 * contamination`` on the training set.
+    n_iter_ : int
+        Epochs run (completed epochs, if the fit was interrupted).
+    loss_curve_ : list of float
+        Mean training loss per epoch.
+    validation_scores_ : list of float or None
+        Mean validation ``score_samples`` per epoch with ``early_stopping``.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when ``X`` has string column names."""
+
+
+def resolve_device(device):
+    """Map ``'auto' | 'cpu' | 'cuda[:k]'`` to a :class:`torch.device`; fall back to the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]'; got {device!r}.") from exc
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]'; got {device!r}.")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(f"device={device!r} but CUDA is not available; using the CPU.",
+                      UserWarning, stacklevel=3)
+        return torch.device("cpu")
+    return resolved
+
+
+def torch_generator(seed, device):
+    """A private generator on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierMixin,
+                     BaseEstimator):
+    """Shared plumbing of the latent-flow estimators. Not for direct use.
+
+    A subclass defines ``_module_names``, ``_build_modules``,
+    ``_make_optimizers``, ``_train_step``, ``_infer_latent`` and ``_decode``.
+    """
+
+    _module_names = ()
+
+    _parameter_constraints = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "hidden_layer_sizes": ["array-like"],
+        "n_flow_blocks": [Interval(numbers.Integral, 1, None, closed="left")],
+        "image_shape": ["array-like", None],
+        "score_method": [StrOptions({"joint", "marginal"})],
+        "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+        "device": [str],
+    }
+
+    # ------------------------------------------------------------ validation
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self._allow_nan
+        return tags
+
+    _allow_nan = False
+
+    def _check_params(self, n_features):
+        sizes = np.asarray(self.hidden_layer_sizes)
+        if sizes.ndim != 1 or sizes.size == 0 or not np.issubdtype(sizes.dtype, np.integer) \
+                or (sizes < 1).any():
+            raise ValueError("hidden_layer_sizes must be a non-empty sequence of positive "
+                             f"integers; got {self.hidden_layer_sizes!r}.")
+        if self.image_shape is not None:
+            shape = np.asarray(self.image_shape)
+            if shape.shape != (3,) or not np.issubdtype(shape.dtype, np.integer) \
+                    or (shape < 1).any():
+                raise ValueError("image_shape must be (channels, height, width) of positive "
+                                 f"integers; got {self.image_shape!r}.")
+            if shape.prod() != n_features:
+                raise ValueError(f"image_shape={tuple(self.image_shape)} holds {shape.prod()} "
+                                 f"values but X has {n_features} features.")
+        resolve_device(self.device)
+
+    def _validate_input(self, X, reset):
+        """Check ``X`` with :func:`validate_data`; NaN passes only where the model allows it."""
+        return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64],
+                             ensure_all_finite="allow-nan" if self._allow_nan else True)
+
+    def _device(self):
+        device = resolve_device(self.device)
+        for name in self._module_names:
+            getattr(self, name).to(device)
+        return device
+
+    @property
+    def _n_features_out(self):
+        return self.n_components_
+
+    # ------------------------------------------------------------ training
+    def fit(self, X, y=None):
+        """Fit the model to ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        X = self._validate_input(X, reset=not (self.warm_start and hasattr(self, "flow_")))
+        self._check_params(X.shape[1])
+        seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=3)
+        if not (self.warm_start and hasattr(self, "flow_")):
+            self._initialize(X, seeds[0])
+        device = self._device()
+        for optimizer, _ in self._optimizers:  # moves optimizer state to the parameters' device
+            optimizer.load_state_dict(optimizer.state_dict())
+        generator = torch_generator(seeds[1], device)
+        x = torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
+        x_train, x_val = self._split_validation(x, generator)
+        self._train(x_train, x_val, generator)
+        self._after_fit(x_train)
+        self.offset_ = float(np.percentile(self.score_samples(X), 100 * self.contamination))
+        return self
+
+    def _initialize(self, X, seed):
+        n_features = X.shape[1]
+        self.n_components_ = (self.n_components if self.n_components is not None
+                              else min(20, max(1, n_features // 2)))
+        self._data_variance = float(np.nanmean(np.nanvar(X, axis=0))) if len(X) > 1 else 1.0
+        self._data_variance = max(self._data_variance, 1e-12)
+        self.noise_variance_ = self._initial_noise_variance()
+        self._inference_seed = int(seed)
+        self._build_modules(torch_generator(seed, "cpu"))
+        self._optimizers = self._make_optimizers()
+        self.n_iter_ = 0
+        self.loss_curve_ = []
+        self.validation_scores_ = [] if self.early_stopping else None
+
+    def _build_modules(self, generator):
+        """Create the networks of ``_module_names`` and the flow prior ``flow_``."""
+        self.flow_ = CouplingFlow(self.n_components_, self.n_flow_blocks, generator=generator)
+
+    def _split_validation(self, x, generator):
+        if not self.early_stopping:
+            return x, None
+        n_val = int(round(self.validation_fraction * len(x)))
+        if n_val < 1 or n_val >= len(x):
+            raise ValueError(f"validation_fraction={self.validation_fraction} leaves no rows to "
+                             f"train or to validate on with {len(x)} samples.")
+        perm = torch.randperm(len(x), generator=generator, device=x.device)
+        return x[perm[n_val:]], x[perm[:n_val]]
+
+    def _train(self, x_train, x_val, generator):
+        """Epoch loop: convergence test, early stopping, rollback on divergence and on Ctrl-C."""
+        best, no_improvement, rollbacks = np.inf, 0, 0
+        good = best_state = self._state()
+        try:
+            for _ in range(self.max_iter):
+                stats = self._run_epoch(x_train, generator)
+                if not np.all(np.isfinite(stats)):
+                    rollbacks += 1
+                    self._load_state(good)
+                    if rollbacks > _MAX_ROLLBACKS:
+                        warnings.warn(
+                            f"Training diverged {rollbacks} times (non-finite loss); stopped "
+                            f"after {self.n_iter_} epochs with the last good weights. Lower "
+                            "learning_rate_init" + self._divergence_hint + ".",
+                            ConvergenceWarning, stacklevel=3)
+                        break
+                    self._scale_learning_rates(0.5)
+                    warnings.warn(f"Non-finite loss at epoch {self.n_iter_ + 1}: rolled back to "
+                                  "the last good weights and halved the learning rates.",
+                                  RuntimeWarning, stacklevel=3)
+                    continue
+                self._end_epoch(stats)
+                self.n_iter_ += 1
+                self.loss_curve_.append(float(stats[0]))
+                criterion = self.loss_curve_[-1]
+                if x_val is not None:
+                    self.validation_scores_.append(
+                        float(self._stream(self._scorer(x_val.device), x_val).mean()))
+                    criterion = -self.validation_scores_[-1]
+                if self.verbose:
+                    line = f"Epoch {self.n_iter_}, loss = {self.loss_curve_[-1]:.6g}"
+                    if x_val is not None:
+                        line += f", validation score = {self.validation_scores_[-1]:.6g}"
+                    print(line)
+                good = self._state()
+                if criterion < best - self.tol:
+                    no_improvement = 0
+                else:
+                    no_improvement += 1
+                if criterion < best:
+                    best, best_state = criterion, good
+                if no_improvement >= self.n_iter_no_change:
+                    break
+            else:
+                warnings.warn(f"Stopped at max_iter={self.max_iter} epochs without converging; "
+                              "increase max_iter.", ConvergenceWarning, stacklevel=3)
+        except KeyboardInterrupt:
+            self._load_state(good)
+            warnings.warn(f"Fit interrupted: keeping the weights of the last completed epoch "
+                          f"(n_iter_={self.n_iter_}).", RuntimeWarning, stacklevel=3)
+        if x_val is not None:
+            self._load_state(best_state)
+        for name in self._module_names:
+            getattr(self, name).eval()
+
+    _divergence_hint = ""
+
+    def _run_epoch(self, x, generator):
+        """One pass over shuffled mini-batches; the only host sync is at the end."""
+        for name in self._module_names:
+            getattr(self, name).train()
+        perm = torch.randperm(len(x), generator=generator, device=x.device)
+        totals = 0
+        for start in range(0, len(x), self.batch_size):
+            xb = x[perm[start:start + self.batch_size]]
+            totals = totals + self._train_step(*self._observed(xb), generator) * len(xb)
+        for _, scheduler in self._optimizers:
+            scheduler.step()
+        return (totals / len(x)).cpu().numpy()
+
+    def _optimize(self, loss):
+        """One optimizer step of every network on ``loss``."""
+        for optimizer, _ in self._optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimizer, _ in self._optimizers:
+            optimizer.step()
+
+    def _initial_noise_variance(self):
+        """``sigma^2`` before training: the data variance (a model that explains nothing)."""
+        return self._data_variance
+
+    _fits_noise = True
+
+    def _end_epoch(self, stats):
+        """Refit ``sigma^2`` by maximum likelihood from the epoch's residuals.
+
+        ``stats`` is the epoch mean of ``_train_step``'s output:
+        ``[loss, sum of squared residuals per row, observed entries per row]``.
+        """
+        if self._fits_noise:
+            self._set_noise_variance(stats[1] / stats[2])
+
+    def _set_noise_variance(self, mean_squared_residual):
+        """``sigma^2`` from the mean squared residual per entry, floored above zero."""
+        self.noise_variance_ = max(float(mean_squared_residual), 1e-6 * self._data_variance)
+
+    def _after_fit(self, x_train):
+        """Hook after training, before ``offset_`` is set."""
+
+    def _scale_learning_rates(self, factor):
+        for optimizer, _ in self._optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+
+    def _state(self):
+        """A copy of everything training changes, for rollback."""
+        return copy.deepcopy({
+            "modules": {n: getattr(self, n).state_dict() for n in self._module_names},
+            "optimizers": [(o.state_dict(), s.state_dict()) for o, s in self._optimizers],
+            "noise_variance": getattr(self, "noise_variance_", None),
+        })
+
+    def _load_state(self, state):
+        for name, module_state in state["modules"].items():
+            getattr(self, name).load_state_dict(module_state)
+        for (optimizer, scheduler), (o_state, s_state) in zip(self._optimizers,
+                                                              state["optimizers"]):
+            optimizer.load_state_dict(o_state)
+            scheduler.load_state_dict(s_state)
+        if state["noise_variance"] is not None:
+            self.noise_variance_ = state["noise_variance"]
+
+    # ------------------------------------------------------------ the model's densities
+    def _observed(self, x):
+        """Split ``x`` into (values with NaN set to 0, mask of observed entries or None)."""
+        if not self._allow_nan:
+            return x, None
+        mask = ~torch.isnan(x)
+        return torch.where(mask, x, 0.0), mask
+
+    @staticmethod
+    def _squared_residual(x, x_hat, mask):
+        """Per row: the sum of squared residuals over observed entries, and their count."""
+        sq = (x - x_hat).square()
+        if mask is None:
+            return sq.sum(dim=1), sq.new_full((len(x),), x.shape[1])
+        return (sq * mask).sum(dim=1), mask.sum(dim=1, dtype=sq.dtype)
+
+    def _gaussian_log_density(self, sse, n_observed):
+        """``log N(x; x_hat, sigma^2 I)`` from a row's squared residual and entry count."""
+        var = self.noise_variance_
+        return -0.5 * (sse / var + n_observed * (math.log(var) + _LOG_2PI))
+
+    def _log_likelihood(self, x, x_hat, mask):
+        """``log p(x | z)`` per row, over the observed entries."""
+        return self._gaussian_log_density(*self._squared_residual(x, x_hat, mask))
+
+    def _log_joint(self, x, mask, z):
+        """``log p(x | z) + log p(z)`` per row."""
+        return self._log_likelihood(x, self._decode(z), mask) + self.flow_.log_prob(z)
+
+    def _posterior_scale(self):
+        """Approximate posterior std of each latent, ``(1 + D v / (d sigma^2))^{-1/2}``,
+        with ``v`` the mean per-feature variance of the training data."""
+        ratio = self.n_features_in_ * self._data_variance / (self.n_components_
+                                                             * self.noise_variance_)
+        return (1.0 + ratio) ** -0.5
+
+    def _log_marginal(self, x, mask, z, eps):
+        """Importance-sampled ``log p(x)`` with proposal ``N(z, tau^2 I)``; ``eps`` is
+        shared by every row, so a row's estimate does not depend on its batch."""
+        tau = self._posterior_scale()
+        n, d, m = len(z), z.shape[1], len(eps)
+        zs = (z[:, None, :] + tau * eps).reshape(n * m, d)
+        rep = (lambda t: None if t is None else t.repeat_interleave(m, dim=0))
+        log_joint = self._log_joint(rep(x), rep(mask), zs).view(n, m)
+        log_q = -0.5 * eps.square().sum(dim=1) - d * (math.log(tau) + 0.5 * _LOG_2PI)
+        return torch.logsumexp(log_joint - log_q, dim=1) - math.log(m)
+
+    def _scorer(self, device):
+        """The function that scores one chunk (its importance draws fixed per call)."""
+        eps = None
+        if self.score_method == "marginal":
+            generator = torch_generator(self._inference_seed, device)
+            eps = torch.randn(_N_IMPORTANCE_SAMPLES, self.n_components_, generator=generator,
+                              device=device)
+
+        def score(xb):
+            xb, mask = self._observed(xb)
+            z = self._infer_latent(xb, mask)
+            if eps is None:
+                return self._log_joint(xb, mask, z)
+            return self._log_marginal(xb, mask, z, eps)
+        return score
+
+    def _stream(self, fn, x):
+        """``fn`` over ``batch_size`` chunks of ``x`` (array or tensor) without parameter
+        gradients; returns a tensor on the model's device.
+
+        A short last chunk is padded to ``batch_size`` rows: every chunk then runs at the
+        same shape, so a row's result does not depend on the other rows of the call (small
+        matrix products round differently).
+        """
+        device = self._device()
+        out = []
+        for start in range(0, len(x), self.batch_size):
+            chunk = x[start:start + self.batch_size]
+            if isinstance(chunk, np.ndarray):
+                chunk = torch.from_numpy(np.array(chunk, dtype=np.float32))
+            n = len(chunk)
+            chunk = torch.nn.functional.pad(chunk.to(device), (0, 0, 0, self.batch_size - n))
+            with torch.no_grad():
+                out.append(fn(chunk)[:n])
+        return torch.cat(out)
+
+    def _apply(self, fn, X):
+        """:meth:`_stream` returning float64 numpy, for the public methods."""
+        return self._stream(fn, X).cpu().numpy().astype(np.float64)
+
+    # ------------------------------------------------------------ public API
+    def score_samples(self, X):
+        """Log-density score of each row; higher is more normal.
+
+        ``score_method='joint'`` gives ``log N(x; g(z~), sigma^2 I) + log p(z~)`` at
+        the inferred latent ``z~``; ``'marginal'`` an importance-sampled ``log p(x)``.
+        Deterministic for a fitted model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = self._validate_input(X, reset=False)
+        return self._apply(self._scorer(self._device()), X)
+
+    def score(self, X, y=None):
+        """Mean of :meth:`score_samples`, so that model selection needs no scorer.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        score : float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative for outliers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for inliers, -1 for outliers (``decision_function < 0``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def transform(self, X):
+        """Latent code of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components_)
+        """
+        check_is_fitted(self)
+        X = self._validate_input(X, reset=False)
+        return self._apply(lambda xb: self._infer_latent(*self._observed(xb)), X)
+
+    def inverse_transform(self, Z):
+        """Decode latents to data: the mean ``g(z)`` of ``p(x | z)``.
+
+        Parameters
+        ----------
+        Z : array-like of shape (n_samples, n_components_)
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+        """
+        check_is_fitted(self)
+        Z = check_array(Z, dtype=[np.float32, np.float64])
+        if Z.shape[1] != self.n_components_:
+            raise ValueError(f"Z has {Z.shape[1]} columns, but {type(self).__name__} has "
+                             f"n_components_={self.n_components_}.")
+        return self._apply(self._decode, Z)
+
+    def sample(self, n_samples=1, random_state=None):
+        """Generate rows ``g(f^{-1}(u))``, ``u ~ N(0, I)``.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        random_state : int, RandomState instance or None, default=None
+            Seeds the private generator; None draws fresh samples each call.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+        device = self._device()
+        seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+        u = torch.randn(n_samples, self.n_components_, generator=torch_generator(seed, device),
+                        device=device)
+        return self._apply(lambda ub: self._decode(self.flow_.inverse(ub)), u)
+
+    # ------------------------------------------------------------ pickling
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: the estimator keeps its modules
+        if "flow_" not in state:
+            return state
+        buffer = io.BytesIO()
+        torch.save({
+            "modules": {n: state.pop(n).state_dict() for n in self._module_names},
+            "optimizers": [(o.state_dict(), s.state_dict()) for o, s in state.pop("_optimizers")],
+        }, buffer)
+        state["_torch_state"] = buffer.getvalue()
+        state["_state_format"] = _STATE_FORMAT
+        return state
+
+    def __setstate__(self, state):
+        blob = state.pop("_torch_state", None)
+        if blob is None:
+            super().__setstate__(state)
+            return
+        if state.pop("_state_format", None) != _STATE_FORMAT:
+            raise ValueError(f"This {type(self).__name__} was pickled by an incompatible version "
+                             "of skflowgen; refit it with the installed version.")
+        super().__setstate__(state)
+        try:
+            saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            self._build_modules(torch_generator(0, "cpu"))
+            self._optimizers = self._make_optimizers()
+            self._load_state({**saved, "noise_variance": None})
+        except Exception as exc:  # a corrupt or foreign blob: say what failed
+            raise ValueError(f"Could not restore the networks of this pickled "
+                             f"{type(self).__name__}: {exc}") from exc
+        for name in self._module_names:
+            getattr(self, name).eval()

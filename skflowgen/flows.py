@@ -1,0 +1,152 @@
+"""The latent prior: an affine coupling normalizing flow.
+
+A bijection ``f: z -> u`` on R^d with a standard normal base density gives
+
+    log p(z) = log N(f(z); 0, I) + log |det df/dz|,
+
+and sampling is ``z = f^{-1}(u)``, ``u ~ N(0, I)``. Both directions are exact
+and batched. Each block is ActNorm, a fixed random rotation and an affine
+coupling (Dinh et al., RealNVP) whose log-scale is soft-clamped to
+``(-SCALE_BOUND, SCALE_BOUND)`` so that the density cannot run to infinity.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from .networks import layer
+
+SCALE_BOUND = 2.0
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class ActNorm(nn.Module):
+    """Per-dimension affine map ``u = (z + bias) * exp(log_scale)``.
+
+    The first batch seen in training mode sets ``bias`` and ``log_scale`` so
+    that it comes out with zero mean and unit variance (Kingma & Dhariwal,
+    Glow); the ``initialized`` buffer records this, so it travels in the
+    state dict.
+    """
+
+    def __init__(self, n_dims):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(n_dims))
+        self.log_scale = nn.Parameter(torch.zeros(n_dims))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def _initialize(self, z):
+        std = z.std(dim=0, unbiased=False) if len(z) > 1 else torch.ones_like(z[0])
+        self.bias.copy_(-z.mean(dim=0))
+        self.log_scale.copy_(-torch.log(std.clamp_min(1e-6)))
+        self.initialized.fill_(True)
+
+    def forward(self, z):
+        if self.training and not self.initialized:
+            self._initialize(z)
+        return (z + self.bias) * self.log_scale.exp(), self.log_scale.sum().expand(len(z))
+
+    def inverse(self, u):
+        return u * torch.exp(-self.log_scale) - self.bias
+
+
+class Rotation(nn.Module):
+    """A fixed random orthogonal matrix: mixes all dimensions, ``log|det| = 0``."""
+
+    def __init__(self, n_dims, generator=None):
+        super().__init__()
+        q, r = torch.linalg.qr(torch.randn(n_dims, n_dims, generator=generator))
+        self.register_buffer("weight", q * torch.sign(torch.diagonal(r)))
+
+    def forward(self, z):
+        return z @ self.weight, z.new_zeros(len(z))
+
+    def inverse(self, u):
+        return u @ self.weight.T
+
+
+class AffineCoupling(nn.Module):
+    """Affine coupling ``u = m * z + (1 - m) * (z * exp(s) + t)``, ``(s, t) = net(m * z)``.
+
+    The mask ``m`` keeps half of the dimensions (for d = 1 none, which leaves
+    a learned elementwise affine map). The conditioner's last layer starts at
+    zero, so each block starts as the identity.
+    """
+
+    def __init__(self, n_dims, mask, hidden_size=64, generator=None):
+        super().__init__()
+        self.register_buffer("mask", mask)
+        self.net = nn.Sequential(
+            layer(nn.Linear, n_dims, hidden_size, generator=generator),
+            nn.SiLU(),
+            layer(nn.Linear, hidden_size, hidden_size, generator=generator),
+            nn.SiLU(),
+            layer(nn.Linear, hidden_size, 2 * n_dims, zero=True),
+        )
+
+    def _scale_shift(self, z_kept):
+        s, t = self.net(z_kept).chunk(2, dim=1)
+        free = 1 - self.mask
+        return free * SCALE_BOUND * torch.tanh(s / SCALE_BOUND), free * t
+
+    def forward(self, z):
+        s, t = self._scale_shift(z * self.mask)
+        return z * s.exp() + t, s.sum(dim=1)
+
+    def inverse(self, u):
+        s, t = self._scale_shift(u * self.mask)
+        return (u - t) * torch.exp(-s)
+
+
+class CouplingFlow(nn.Module):
+    """Normalizing flow ``f = f_K o ... o f_1`` from latents ``z`` to ``u ~ N(0, I)``.
+
+    Parameters
+    ----------
+    n_dims : int
+        Dimension d of the latent space.
+    n_blocks : int, default=5
+        Number of (ActNorm, Rotation, AffineCoupling) blocks.
+    hidden_size : int, default=64
+        Width of each coupling conditioner.
+    generator : torch.Generator, optional
+        Draws the rotations and the initial weights reproducibly.
+    """
+
+    def __init__(self, n_dims, n_blocks=5, hidden_size=64, generator=None):
+        super().__init__()
+        self.n_dims = n_dims
+        half = torch.arange(n_dims) % 2 == 0
+        layers = []
+        for k in range(n_blocks):
+            mask = (half if k % 2 == 0 else ~half).float()
+            layers += [ActNorm(n_dims), Rotation(n_dims, generator),
+                       AffineCoupling(n_dims, mask, hidden_size, generator)]
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, z):
+        """Map ``z -> u``; return ``(u, log|det df/dz|)`` per row."""
+        log_det = z.new_zeros(len(z))
+        for layer in self.layers:
+            z, ld = layer(z)
+            log_det = log_det + ld
+        return z, log_det
+
+    def inverse(self, u):
+        """Map ``u -> z``, the exact inverse of :meth:`forward`."""
+        for layer in reversed(self.layers):
+            u = layer.inverse(u)
+        return u
+
+    def log_prob(self, z):
+        """Per-row log-density ``log N(f(z); 0, I) + log|det df/dz|``."""
+        u, log_det = self(z)
+        return -0.5 * (u.square().sum(dim=1) + self.n_dims * _LOG_2PI) + log_det
+
+    def sample(self, n_samples, generator=None):
+        """Draw ``n_samples`` latents ``f^{-1}(u)``, ``u ~ N(0, I)``."""
+        device = self.layers[0].bias.device
+        u = torch.randn(n_samples, self.n_dims, generator=generator, device=device)
+        return self.inverse(u)

@@ -1,0 +1,16 @@
+"""scikit-learn's own estimator checks over both estimators."""
+
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
+
+SMALL = dict(max_iter=3, hidden_layer_sizes=(16,), n_flow_blocks=2, device="cpu")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@parametrize_with_checks([GenerativeLatentFlow(**SMALL),
+                          LangevinFlowPriorGenerator(n_steps=5, **SMALL)])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)

@@ -1,0 +1,21 @@
+"""Small data and tiny configurations shared by the tests."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+TINY = dict(hidden_layer_sizes=(16,), n_flow_blocks=2, batch_size=64, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def digits01():
+    """load_digits scaled to [0, 1], as float64 rows of 64 pixels, and labels."""
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
+@pytest.fixture(scope="session")
+def blob():
+    """200 rows of a correlated 5-D Gaussian."""
+    rng = np.random.RandomState(0)
+    return rng.randn(200, 5) @ rng.randn(5, 5) * 0.3

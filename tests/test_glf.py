@@ -1,0 +1,108 @@
+"""GenerativeLatentFlow behaviour: the stop-gradient, the fitted noise, sampling, model selection."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.model_selection import GridSearchCV
+
+from skflowgen import GenerativeLatentFlow
+
+from .conftest import TINY
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def _encoder_grads(model, x, stop_gradient):
+    """Encoder gradients of one training step, with the optimizer step suppressed."""
+    model.set_params(stop_gradient=stop_gradient)
+    model._optimize = lambda loss: loss.backward()
+    for p in model.encoder_.parameters():
+        p.grad = None
+    model._train_step(x, None, None)
+    return [p.grad.clone() for p in model.encoder_.parameters()]
+
+
+def test_stop_gradient_keeps_flow_nll_out_of_encoder(blob):
+    model = GenerativeLatentFlow(max_iter=2, random_state=0, **TINY).fit(blob)
+    x = torch.tensor(blob[:32], dtype=torch.float32)
+    stopped = _encoder_grads(model, x, True)
+    # reference: gradient of the reconstruction term alone
+    for p in model.encoder_.parameters():
+        p.grad = None
+    ((x - model.decoder_(model.encoder_(x))).square().sum(dim=1).mean()).backward()
+    recon_only = [p.grad.clone() for p in model.encoder_.parameters()]
+    through = _encoder_grads(model, x, False)
+    for a, b in zip(stopped, recon_only):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(through, recon_only))
+
+
+def test_noise_variance_is_mean_squared_training_residual(blob):
+    model = GenerativeLatentFlow(max_iter=3, random_state=0, **TINY).fit(blob)
+    residual = blob - model.inverse_transform(model.transform(blob))
+    np.testing.assert_allclose(model.noise_variance_, np.mean(residual ** 2), rtol=1e-4)
+
+
+def test_training_reduces_reconstruction_error(blob):
+    short = GenerativeLatentFlow(max_iter=1, random_state=0, **TINY).fit(blob)
+    long = GenerativeLatentFlow(max_iter=60, random_state=0, **TINY).fit(blob)
+
+    def mse(m):
+        return np.mean((blob - m.inverse_transform(m.transform(blob))) ** 2)
+    assert mse(long) < mse(short)
+
+
+def test_far_points_score_lower(blob):
+    model = GenerativeLatentFlow(max_iter=30, random_state=0, **TINY).fit(blob)
+    far = blob[:20] + 5 * blob.std(axis=0)
+    assert model.score_samples(far).max() < np.median(model.score_samples(blob))
+
+
+def test_sample_reproducible_and_fresh(blob):
+    model = GenerativeLatentFlow(max_iter=2, random_state=0, **TINY).fit(blob)
+    np.testing.assert_array_equal(model.sample(5, random_state=1), model.sample(5, random_state=1))
+    assert not np.allclose(model.sample(5, random_state=1), model.sample(5, random_state=2))
+    assert model.sample(7).shape == (7, blob.shape[1])
+
+
+def test_bce_decoder_outputs_probabilities(digits01):
+    X = digits01[0][:200]
+    model = GenerativeLatentFlow(reconstruction="bce", max_iter=2, random_state=0, **TINY).fit(X)
+    out = model.sample(50, random_state=0)
+    assert out.min() >= 0 and out.max() <= 1
+    assert np.isfinite(model.score_samples(X)).all()
+
+
+def test_image_shape_uses_convolutions(digits01):
+    X = digits01[0][:128]
+    model = GenerativeLatentFlow(image_shape=(1, 8, 8), n_components=4, max_iter=2,
+                                 random_state=0, **TINY).fit(X)
+    assert any(isinstance(m, torch.nn.Conv2d) for m in model.encoder_.modules())
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.decoder_.modules())
+    assert model.transform(X).shape == (128, 4)
+    assert model.inverse_transform(model.transform(X)).shape == X.shape
+
+
+def test_early_stopping_records_validation_and_keeps_best(blob):
+    model = GenerativeLatentFlow(max_iter=8, early_stopping=True, random_state=0, **TINY)
+    model.fit(blob)
+    assert len(model.validation_scores_) == model.n_iter_ == len(model.loss_curve_)
+
+
+def test_warm_start_continues(blob):
+    model = GenerativeLatentFlow(max_iter=2, warm_start=True, random_state=0, **TINY).fit(blob)
+    encoder = model.encoder_
+    model.fit(blob)
+    assert model.n_iter_ == 4 and len(model.loss_curve_) == 4
+    assert model.encoder_ is encoder
+
+
+def test_grid_search_parallel_matches_serial(blob):
+    grid = {"n_components": [2, 8]}
+    est = GenerativeLatentFlow(max_iter=3, random_state=0, **TINY)
+    serial = GridSearchCV(est, grid, cv=3, n_jobs=1).fit(blob)
+    parallel = GridSearchCV(est, grid, cv=3, n_jobs=2).fit(blob)
+    assert serial.best_params_ == parallel.best_params_
+    np.testing.assert_allclose(serial.cv_results_["mean_test_score"],
+                               parallel.cv_results_["mean_test_score"], rtol=1e-5)
+    assert np.isfinite(serial.cv_results_["mean_test_score"]).all()

@@ -1,0 +1,114 @@
+"""LangevinFlowPriorGenerator behaviour: missing values, inference, noise model, model selection."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import GridSearchCV
+
+from skflowgen import LangevinFlowPriorGenerator
+
+from .conftest import TINY
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def fitted(blob):
+    return LangevinFlowPriorGenerator(max_iter=20, n_steps=10, random_state=0, **TINY).fit(blob)
+
+
+def test_inference_accumulates_no_parameter_gradient(fitted, blob):
+    for module in (fitted.generator_, fitted.flow_):
+        module.zero_grad(set_to_none=True)
+    fitted.transform(blob)
+    fitted.score_samples(blob)
+    for module in (fitted.generator_, fitted.flow_):
+        assert all(p.grad is None for p in module.parameters())
+
+
+def test_missing_entries_do_not_influence_inference(fitted, blob):
+    X = blob[:10].copy()
+    X[:, 2] = np.nan
+    other = blob[:10].copy()
+    other[:, 2] = 1e3  # a wild value where the entry is missing must not matter
+    x, mask = fitted._observed(torch.tensor(X, dtype=torch.float32))
+    z_nan = fitted._infer_latent(x, mask)
+    x_other = torch.tensor(other, dtype=torch.float32)
+    z_other = fitted._infer_latent(x_other, mask)
+    torch.testing.assert_close(z_nan, z_other)
+    assert not np.allclose(fitted.transform(X), fitted.transform(other))
+
+
+def test_impute_keeps_observed_and_beats_column_means(digits01):
+    X, _ = digits01
+    train, test = X[:1200], X[1200:1500]
+    model = LangevinFlowPriorGenerator(n_components=8, max_iter=15, n_steps=10,
+                                       random_state=0, device="cpu").fit(train)
+    rng = np.random.RandomState(0)
+    holes = rng.rand(*test.shape) < 0.3
+    corrupted = np.where(holes, np.nan, test)
+    filled = model.impute(corrupted)
+    np.testing.assert_array_equal(filled[~holes], test[~holes])
+    assert np.isfinite(filled).all()
+    mean_fill = SimpleImputer().fit(train).transform(corrupted)
+    rmse = np.sqrt(np.mean((filled - test)[holes] ** 2))
+    rmse_mean = np.sqrt(np.mean((mean_fill - test)[holes] ** 2))
+    assert rmse < rmse_mean
+
+
+def test_fit_on_incomplete_rows(blob):
+    X = blob.copy()
+    X[np.random.RandomState(1).rand(*X.shape) < 0.3] = np.nan
+    model = LangevinFlowPriorGenerator(max_iter=3, n_steps=5, random_state=0, **TINY).fit(X)
+    assert np.isfinite(model.score_samples(X)).all()
+    assert np.isfinite(model.transform(X)).all()
+    assert not np.isnan(model.impute(X)).any()
+    assert np.isfinite(model.noise_variance_)
+
+
+def test_fixed_sigma_is_kept(blob):
+    model = LangevinFlowPriorGenerator(sigma=0.3, max_iter=2, n_steps=5, random_state=0,
+                                       **TINY).fit(blob)
+    assert model.noise_variance_ == pytest.approx(0.09)
+
+
+def test_auto_sigma_follows_the_data_scale(blob):
+    def fitted_sigma(scale):
+        m = LangevinFlowPriorGenerator(max_iter=10, n_steps=5, random_state=0, **TINY)
+        return np.sqrt(m.fit(blob * scale).noise_variance_)
+    assert fitted_sigma(10.0) > 5 * fitted_sigma(1.0)
+
+
+def test_inference_is_deterministic_and_batch_independent(fitted, blob):
+    np.testing.assert_array_equal(fitted.transform(blob), fitted.transform(blob))
+    np.testing.assert_array_equal(fitted.transform(blob)[5:9], fitted.transform(blob[5:9]))
+
+
+def test_marginal_score_is_finite_and_deterministic(fitted, blob):
+    fitted.set_params(score_method="marginal")
+    try:
+        a, b = fitted.score_samples(blob), fitted.score_samples(blob)
+    finally:
+        fitted.set_params(score_method="joint")
+    np.testing.assert_array_equal(a, b)
+    assert np.isfinite(a).all()
+
+
+def test_grid_search_parallel_matches_serial(blob):
+    grid = {"n_components": [2, 8], "step_size": [0.05, 0.1]}
+    est = LangevinFlowPriorGenerator(max_iter=2, n_steps=5, random_state=0, **TINY)
+    serial = GridSearchCV(est, grid, cv=2, n_jobs=1).fit(blob)
+    parallel = GridSearchCV(est, grid, cv=2, n_jobs=2).fit(blob)
+    assert serial.best_params_ == parallel.best_params_
+    assert np.isfinite(serial.cv_results_["mean_test_score"]).all()
+    np.testing.assert_allclose(serial.cv_results_["mean_test_score"],
+                               parallel.cv_results_["mean_test_score"], rtol=1e-5)
+
+
+def test_images_use_transposed_convolutions(digits01):
+    X = digits01[0][:128]
+    model = LangevinFlowPriorGenerator(image_shape=(1, 8, 8), n_components=4, max_iter=2,
+                                       n_steps=3, random_state=0, **TINY).fit(X)
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.generator_.modules())
+    assert model.sample(3, random_state=0).shape == (3, 64)

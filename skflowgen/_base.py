@@ -121,7 +121,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
 
     _parameter_constraints = {
         "n_components": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "hidden_layer_sizes": ["array-like"],
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "n_flow_blocks": [Interval(numbers.Integral, 1, None, closed="left")],
         "image_shape": ["array-like", None],
         "score_method": [StrOptions({"joint", "marginal"})],
@@ -148,7 +148,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
     _allow_nan = False
 
     def _check_params(self, n_features):
-        sizes = np.asarray(self.hidden_layer_sizes)
+        sizes = np.atleast_1d(self.hidden_layer_sizes)
         if sizes.ndim != 1 or sizes.size == 0 or not np.issubdtype(sizes.dtype, np.integer) \
                 or (sizes < 1).any():
             raise ValueError("hidden_layer_sizes must be a non-empty sequence of positive "
@@ -166,14 +166,23 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
 
     def _validate_input(self, X, reset):
         """Check ``X`` with :func:`validate_data`; NaN passes only where the model allows it."""
-        return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64],
-                             ensure_all_finite="allow-nan" if self._allow_nan else True)
+        X = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64],
+                          ensure_all_finite="allow-nan" if self._allow_nan else True)
+        if np.nanmax(np.abs(X)) > np.finfo(np.float32).max:
+            raise ValueError("X has values beyond the float32 range (3.4e38) that the networks "
+                             "compute in; rescale it.")
+        return X
 
     def _device(self):
         device = resolve_device(self.device)
         for name in self._module_names:
             getattr(self, name).to(device)
         return device
+
+    @property
+    def _hidden_sizes(self):
+        """``hidden_layer_sizes`` as a tuple (an int means one hidden layer)."""
+        return tuple(int(h) for h in np.atleast_1d(self.hidden_layer_sizes))
 
     @property
     def _n_features_out(self):
@@ -194,6 +203,8 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         """
         self._validate_params()
         X = self._validate_input(X, reset=not (self.warm_start and hasattr(self, "flow_")))
+        if np.isnan(X).all():
+            raise ValueError("X has no observed entry: every value is NaN (missing).")
         self._check_params(X.shape[1])
         seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=3)
         if not (self.warm_start and hasattr(self, "flow_")):
@@ -238,11 +249,17 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return x[perm[n_val:]], x[perm[:n_val]]
 
     def _train(self, x_train, x_val, generator):
-        """Epoch loop: convergence test, early stopping, rollback on divergence and on Ctrl-C."""
+        """Epoch loop: convergence test, early stopping, rollback on divergence and on Ctrl-C.
+
+        An epoch counts as good when its loss and a scoring pass at its final weights are
+        finite; otherwise the fit rolls back to the last good epoch and halves the learning
+        rates, a bounded number of times.
+        """
         best, no_improvement, rollbacks = np.inf, 0, 0
         good = best_state = self._state()
         try:
             for _ in range(self.max_iter):
+                rates = self._learning_rates()
                 stats = self._run_epoch(x_train, generator)
                 if not np.all(np.isfinite(stats)):
                     rollbacks += 1
@@ -254,8 +271,8 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                             "learning_rate_init" + self._divergence_hint + ".",
                             ConvergenceWarning, stacklevel=3)
                         break
-                    self._scale_learning_rates(0.5)
-                    warnings.warn(f"Non-finite loss at epoch {self.n_iter_ + 1}: rolled back to "
+                    self._set_learning_rates([0.5 * rate for rate in rates])
+                    warnings.warn(f"Non-finite loss in epoch {self.n_iter_ + 1}: rolled back to "
                                   "the last good weights and halved the learning rates.",
                                   RuntimeWarning, stacklevel=3)
                     continue
@@ -273,10 +290,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                         line += f", validation score = {self.validation_scores_[-1]:.6g}"
                     print(line)
                 good = self._state()
-                if criterion < best - self.tol:
-                    no_improvement = 0
-                else:
-                    no_improvement += 1
+                no_improvement = 0 if criterion < best - self.tol else no_improvement + 1
                 if criterion < best:
                     best, best_state = criterion, good
                 if no_improvement >= self.n_iter_no_change:
@@ -296,7 +310,9 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
     _divergence_hint = ""
 
     def _run_epoch(self, x, generator):
-        """One pass over shuffled mini-batches; the only host sync is at the end."""
+        """One pass over shuffled mini-batches, then a scoring pass of the last batch at the
+        final weights (a step can leave weights that only fail on the next forward pass).
+        The only host sync is at the end."""
         for name in self._module_names:
             getattr(self, name).train()
         perm = torch.randperm(len(x), generator=generator, device=x.device)
@@ -306,7 +322,10 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             totals = totals + self._train_step(*self._observed(xb), generator) * len(xb)
         for _, scheduler in self._optimizers:
             scheduler.step()
-        return (totals / len(x)).cpu().numpy()
+        with torch.no_grad():
+            x_last, mask = self._observed(xb)
+            probe = self._log_joint(x_last, mask, self._infer_latent(x_last, mask)).sum()
+        return torch.cat([totals / len(x), probe[None]]).cpu().numpy()
 
     def _optimize(self, loss):
         """One optimizer step of every network on ``loss``."""
@@ -325,7 +344,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
     def _end_epoch(self, stats):
         """Refit ``sigma^2`` by maximum likelihood from the epoch's residuals.
 
-        ``stats`` is the epoch mean of ``_train_step``'s output:
+        ``stats`` starts with the epoch mean of ``_train_step``'s output:
         ``[loss, sum of squared residuals per row, observed entries per row]``.
         """
         if self._fits_noise:
@@ -338,10 +357,13 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
     def _after_fit(self, x_train):
         """Hook after training, before ``offset_`` is set."""
 
-    def _scale_learning_rates(self, factor):
-        for optimizer, _ in self._optimizers:
-            for group in optimizer.param_groups:
-                group["lr"] *= factor
+    def _learning_rates(self):
+        return [g["lr"] for optimizer, _ in self._optimizers for g in optimizer.param_groups]
+
+    def _set_learning_rates(self, rates):
+        groups = [g for optimizer, _ in self._optimizers for g in optimizer.param_groups]
+        for group, rate in zip(groups, rates):
+            group["lr"] = rate
 
     def _state(self):
         """A copy of everything training changes, for rollback."""

@@ -126,7 +126,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
 
     def _build_modules(self, generator):
         super()._build_modules(generator)
-        args = (self.n_features_in_, self.n_components_, self.hidden_layer_sizes,
+        args = (self.n_features_in_, self.n_components_, self._hidden_sizes,
                 self.image_shape, generator)
         self.encoder_ = make_encoder(*args)
         self.decoder_ = make_decoder(self.n_components_, *args[:1], *args[2:],

@@ -137,7 +137,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     def _build_modules(self, generator):
         super()._build_modules(generator)
         self.generator_ = make_decoder(self.n_components_, self.n_features_in_,
-                                       self.hidden_layer_sizes, self.image_shape, generator)
+                                       self._hidden_sizes, self.image_shape, generator)
 
     def _make_optimizers(self):
         optimizers = [torch.optim.Adam(net.parameters(), lr=self.learning_rate_init,

@@ -2,7 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
+
+# The tests' networks are tiny: one thread runs them fastest and keeps CI times steady.
+torch.set_num_threads(1)
 
 TINY = dict(hidden_layer_sizes=(16,), n_flow_blocks=2, batch_size=64, device="cpu")
 

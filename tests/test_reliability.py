@@ -1,0 +1,564 @@
+"""Reliability: divergence rollback, interruption, pickling, determinism, and property tests
+of the estimators and of the coupling flow."""
+
+import io
+import math
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+
+import skflowgen._base as base
+from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
+from skflowgen.flows import ActNorm, AffineCoupling, CouplingFlow, Rotation
+
+N_FEATURES = 3
+_rng = np.random.RandomState(0)
+X = _rng.randn(40, N_FEATURES)
+X_TEST = _rng.randn(7, N_FEATURES)
+X_MISSING = X_TEST.copy()
+X_MISSING[[0, 2, 5], [1, 0, 2]] = np.nan
+
+SMALL = dict(hidden_layer_sizes=(8,), n_flow_blocks=2, max_iter=3, batch_size=64,
+             random_state=0, device="cpu")
+CLASSES = {"GLF": GenerativeLatentFlow, "LFP": LangevinFlowPriorGenerator}
+
+
+def make(est, **kw):
+    extra = {"n_steps": 5} if est == "LFP" else {}
+    return CLASSES[est](**{**SMALL, **extra, **kw})
+
+
+def fit_quietly(model, data=X):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(data)
+
+
+def modules(model):
+    return [getattr(model, name) for name in model._module_names]
+
+
+def all_finite(model):
+    return all(torch.isfinite(t).all() for m in modules(model) for t in m.state_dict().values()
+               if t.is_floating_point())
+
+
+def assert_same_weights(a, b):
+    for ma, mb in zip(modules(a), modules(b)):
+        sa, sb = ma.state_dict(), mb.state_dict()
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert torch.equal(sa[key], sb[key]), key
+
+
+def outputs(model):
+    """Everything a fitted model computes, for exact comparisons."""
+    out = {
+        "score_samples": model.score_samples(X_TEST),
+        "decision_function": model.decision_function(X_TEST),
+        "predict": model.predict(X),
+        "transform": model.transform(X_TEST),
+        "inverse_transform": model.inverse_transform(np.linspace(-1, 1, 2 * model.n_components_)
+                                                     .reshape(2, -1)),
+        "sample": model.sample(5, random_state=0),
+        "offset": np.array(model.offset_),
+        "noise_variance": np.array(model.noise_variance_),
+    }
+    if isinstance(model, LangevinFlowPriorGenerator):
+        out["impute"] = model.impute(X_MISSING)
+        out["score_missing"] = model.score_samples(X_MISSING)
+    return out
+
+
+def assert_same_outputs(a, b):
+    oa, ob = outputs(a), outputs(b)
+    assert oa.keys() == ob.keys()
+    for key in oa:
+        np.testing.assert_array_equal(oa[key], ob[key], err_msg=key)
+
+
+class StepHook:
+    """Wraps ``_train_step`` of a class: ``action(call_number, run_original)`` decides."""
+
+    def __init__(self, monkeypatch, cls, action):
+        self.calls = 0
+        original = cls._train_step
+        hook = self
+
+        def step(model, x, mask, generator):
+            hook.calls += 1
+            return action(hook.calls, lambda: original(model, x, mask, generator), model)
+        monkeypatch.setattr(cls, "_train_step", step)
+
+
+def poison(run, model):
+    """Take the real step, then wreck every weight and report a NaN loss."""
+    stats = run()
+    with torch.no_grad():
+        for module in modules(model):
+            for p in module.parameters():
+                p.fill_(float("nan"))
+    return stats * float("nan")
+
+
+# ================================================================ divergence
+@pytest.mark.parametrize("est", CLASSES)
+def test_nan_epoch_is_rolled_back(monkeypatch, est):
+    """One epoch (one batch) goes NaN and leaves NaN weights: they must be rolled back."""
+    StepHook(monkeypatch, CLASSES[est],
+             lambda call, run, model: poison(run, model) if call == 2 else run())
+    model = make(est, learning_rate_init=1e-3)
+    with pytest.warns(RuntimeWarning, match="Non-finite"):
+        fit_quietly(model)
+    assert model.n_iter_ == 2                       # epochs 1 and 3 completed
+    assert len(model.loss_curve_) == 2 and np.isfinite(model.loss_curve_).all()
+    assert all_finite(model)
+    assert np.isfinite(model.score_samples(X)).all()
+    assert np.isfinite(model.offset_)
+    if est == "GLF":   # StepLR does not move in 3 epochs: the rollback halved the rate
+        for optimizer, _ in model._optimizers:
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_consecutive_rollbacks_keep_halving_the_learning_rate(monkeypatch, est):
+    """Two NaN epochs in a row warn "halved the learning rates" twice: the retry after the
+    second must run at a quarter of the rate, not at the same half as the first retry."""
+    reference = fit_quietly(make(est, max_iter=2))   # the same two completed epochs, no NaN
+    StepHook(monkeypatch, CLASSES[est],
+             lambda call, run, model: poison(run, model) if call in (2, 3) else run())
+    model = make(est, max_iter=4)
+    with pytest.warns(RuntimeWarning, match="halved"):
+        fit_quietly(model)
+    assert model.n_iter_ == 2 and all_finite(model)
+    for (optimizer, _), (ref_optimizer, _) in zip(model._optimizers, reference._optimizers):
+        for group, ref_group in zip(optimizer.param_groups, ref_optimizer.param_groups):
+            assert group["lr"] == pytest.approx(0.25 * ref_group["lr"])
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_repeated_divergence_stops_with_last_good_weights(monkeypatch, est):
+    reference = fit_quietly(make(est, max_iter=1))  # the last good state is epoch 1's
+    hook = StepHook(monkeypatch, CLASSES[est],
+                    lambda call, run, model: poison(run, model) if call >= 2 else run())
+    model = make(est, max_iter=8)
+    with pytest.warns(ConvergenceWarning, match="learning_rate_init"):
+        with pytest.warns(RuntimeWarning, match="Non-finite"):
+            model.fit(X)
+    assert hook.calls < 8                           # it stopped, it did not run out max_iter
+    assert model.n_iter_ == 1
+    assert all_finite(model)
+    assert_same_weights(model, reference)
+    np.testing.assert_array_equal(model.score_samples(X), reference.score_samples(X))
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_real_divergence_keeps_a_model_that_scores(est):
+    """A learning rate far too large: the fit must warn, stop, and keep weights that score."""
+    model = make(est, learning_rate_init=1e10, max_iter=6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(X)
+    categories = {w.category for w in caught}
+    assert RuntimeWarning in categories
+    assert any(issubclass(w.category, ConvergenceWarning)
+               and "learning_rate_init" in str(w.message) for w in caught)
+    assert all_finite(model)
+    assert np.isfinite(model.noise_variance_)
+    assert np.isfinite(model.score_samples(X)).all()
+    assert np.isfinite(model.offset_)
+    assert np.isfinite(model.transform(X)).all()
+
+
+# ================================================================ interruption
+@pytest.mark.parametrize("est", CLASSES)
+@pytest.mark.parametrize("interrupt_at_call, completed", [(2, 0), (5, 1), (9, 2)])
+def test_keyboard_interrupt_keeps_last_completed_epoch(monkeypatch, est, interrupt_at_call,
+                                                       completed):
+    """40 rows in batches of 16: 3 steps per epoch, so the interrupt comes mid-epoch, after
+    that epoch already moved the weights."""
+    def interrupt_at(n):
+        def action(call, run, model):
+            if call == n:
+                raise KeyboardInterrupt
+            return run()
+        return action
+
+    with monkeypatch.context() as patch:
+        if completed:
+            reference = fit_quietly(make(est, batch_size=16, max_iter=completed))
+        else:   # interrupted before any step: the initial weights
+            StepHook(patch, CLASSES[est], interrupt_at(1))
+            with pytest.warns(RuntimeWarning, match="interrupted"):
+                reference = make(est, batch_size=16, max_iter=5).fit(X)
+            assert reference.n_iter_ == 0
+    StepHook(monkeypatch, CLASSES[est], interrupt_at(interrupt_at_call))
+    model = make(est, batch_size=16, max_iter=5)
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        model.fit(X)                                # returns, does not raise
+    assert model.n_iter_ == completed
+    assert len(model.loss_curve_) == completed
+    assert_same_weights(model, reference)
+    assert_same_outputs(model, reference)
+    labels = model.predict(X)
+    assert labels.shape == (len(X),) and set(np.unique(labels)) <= {-1, 1}
+
+
+# ================================================================ pickling
+@pytest.fixture(scope="module")
+def fitted():
+    cache = {}
+
+    def get(est, score_method="joint", **kw):
+        key = (est, score_method, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = fit_quietly(make(est, score_method=score_method, **kw))
+        return cache[key]
+    return get
+
+
+def pickle_round_trip(model):
+    return pickle.loads(pickle.dumps(model))
+
+
+def joblib_round_trip(model):
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    buffer.seek(0)
+    return joblib.load(buffer)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+@pytest.mark.parametrize("score_method", ["joint", "marginal"])
+@pytest.mark.parametrize("round_trip", [pickle_round_trip, joblib_round_trip],
+                         ids=["pickle", "joblib"])
+def test_round_trip_gives_identical_outputs(fitted, est, score_method, round_trip):
+    model = fitted(est, score_method)
+    before = outputs(model)
+    restored = round_trip(model)
+    assert type(restored) is type(model)
+    assert restored.get_params() == model.get_params()
+    assert_same_weights(restored, model)
+    assert_same_outputs(restored, model)
+    # the original is untouched by pickling
+    for key, value in outputs(model).items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_pickle_holds_state_dict_bytes_not_modules(fitted, est):
+    model = fitted(est)
+    state = model.__getstate__()
+    assert isinstance(state["_torch_state"], bytes)
+    assert state["_state_format"] == base._STATE_FORMAT
+    for name in model._module_names:
+        assert name not in state
+    assert not any(isinstance(v, (torch.nn.Module, torch.optim.Optimizer, torch.Tensor))
+                   for v in state.values())
+    blob = pickle.dumps(model)
+    assert b"torch.nn.modules" not in blob
+    assert b"skflowgen.flows" not in blob
+    assert b"skflowgen.networks" not in blob
+    # the original still holds its modules
+    assert all(isinstance(m, torch.nn.Module) for m in modules(model))
+
+
+@pytest.mark.parametrize("est", CLASSES)
+@pytest.mark.parametrize("bad_format", [0, 2, None, "1"])
+def test_pickle_with_other_state_format_fails_naming_version(fitted, est, bad_format):
+    state = fitted(est).__getstate__()
+    if bad_format is None:
+        del state["_state_format"]
+    else:
+        state["_state_format"] = bad_format
+    restored = CLASSES[est].__new__(CLASSES[est])
+    with pytest.raises(ValueError, match="version"):
+        restored.__setstate__(state)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_pickle_from_another_format_version_fails_naming_version(fitted, est, monkeypatch):
+    blob = pickle.dumps(fitted(est))
+    monkeypatch.setattr(base, "_STATE_FORMAT", base._STATE_FORMAT + 1)  # a newer skflowgen
+    with pytest.raises(ValueError, match="version"):
+        pickle.loads(blob)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_corrupt_torch_state_fails_with_value_error(fitted, est):
+    state = fitted(est).__getstate__()
+    state["_torch_state"] = state["_torch_state"][: len(state["_torch_state"]) // 2]
+    restored = CLASSES[est].__new__(CLASSES[est])
+    with pytest.raises(ValueError, match="restore"):
+        restored.__setstate__(state)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("est", CLASSES)
+def test_model_with_cuda_device_unpickles_on_cpu(fitted, est):
+    model = fitted(est)
+    expected = model.score_samples(X_TEST)
+    cuda_model = pickle_round_trip(model).set_params(device="cuda")
+    restored = pickle_round_trip(cuda_model)
+    assert restored.device == "cuda"
+    with pytest.warns(UserWarning, match="CUDA"):
+        scores = restored.score_samples(X_TEST)
+    np.testing.assert_array_equal(scores, expected)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_warm_start_continues_after_unpickling(est):
+    model = fit_quietly(make(est, warm_start=True, max_iter=2))
+    restored = pickle_round_trip(model)
+    before = model.score_samples(X_TEST)
+    fit_quietly(model)
+    fit_quietly(restored)
+    assert restored.n_iter_ == 4 and len(restored.loss_curve_) == 4
+    assert not np.array_equal(restored.score_samples(X_TEST), before)   # it trained on
+    # the optimizer and scheduler state travelled: both continuations are identical
+    assert restored.loss_curve_ == model.loss_curve_
+    assert_same_weights(restored, model)
+    assert_same_outputs(restored, model)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_unfitted_estimator_pickles(est):
+    model = make(est, n_components=2)
+    restored = pickle_round_trip(model)
+    assert restored.get_params() == model.get_params()
+    assert not hasattr(restored, "flow_")
+    np.testing.assert_array_equal(fit_quietly(restored).score_samples(X_TEST),
+                                  fit_quietly(model).score_samples(X_TEST))
+
+
+# ================================================================ determinism
+@pytest.mark.parametrize("est", CLASSES)
+def test_same_random_state_same_model(fitted, est):
+    a = fitted(est)
+    b = fit_quietly(make(est))
+    assert_same_weights(a, b)
+    assert_same_outputs(a, b)
+    c = fit_quietly(clone(a))
+    assert_same_weights(a, c)
+    assert_same_outputs(a, c)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_different_random_state_different_model(fitted, est):
+    a = fitted(est)
+    b = fit_quietly(make(est, random_state=1))
+    assert not np.array_equal(a.score_samples(X_TEST), b.score_samples(X_TEST))
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_set_device_cpu_after_fit(est):
+    model = fit_quietly(make(est, device="auto"))
+    expected = outputs(model)
+    model.set_params(device="cpu")
+    for key, value in outputs(model).items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=key)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+@pytest.mark.parametrize("score_method", ["joint", "marginal"])
+def test_row_scores_do_not_depend_on_the_batch(fitted, est, score_method):
+    model = fitted(est, score_method, batch_size=4)   # 7 test rows: two chunks, one padded
+    data = X_MISSING if est == "LFP" else X_TEST
+    together = model.score_samples(data)
+    alone = np.array([model.score_samples(row[None])[0] for row in data])
+    np.testing.assert_array_equal(together, alone)
+    reordered = model.score_samples(data[::-1])[::-1]
+    np.testing.assert_array_equal(together, reordered)
+    np.testing.assert_array_equal(model.transform(data), model.transform(data[::-1])[::-1])
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_fitted_model_scores_deterministically_without_random_state(est):
+    model = fit_quietly(make(est, random_state=None, score_method="marginal"))
+    np.testing.assert_array_equal(model.score_samples(X_TEST), model.score_samples(X_TEST))
+    np.testing.assert_array_equal(model.transform(X_TEST), model.transform(X_TEST))
+    np.testing.assert_array_equal(model.sample(3, random_state=0), model.sample(3, random_state=0))
+    assert not np.array_equal(model.sample(3), model.sample(3))
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_global_rngs_untouched(est):
+    torch_state = torch.get_rng_state()
+    np_state = np.random.get_state()
+    model = fit_quietly(make(est, score_method="marginal"))
+    model.score_samples(X_TEST)
+    model.transform(X_TEST)
+    model.sample(3, random_state=0)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    after = np.random.get_state()
+    assert np_state[0] == after[0] and np.array_equal(np_state[1], after[1])
+    assert np_state[2:] == after[2:]
+
+
+# ================================================================ properties: estimators
+PROPERTY_SETTINGS = settings(max_examples=15, deadline=None, derandomize=True,
+                             suppress_health_check=[HealthCheck.too_slow])
+ESTIMATOR_KINDS = [(e, s) for e in CLASSES for s in ("joint", "marginal")]
+
+
+def finite_rows(max_rows=12, bound=1e6):
+    return arrays(np.float64, st.tuples(st.integers(1, max_rows), st.just(N_FEATURES)),
+                  elements=st.floats(-bound, bound, allow_nan=False, allow_infinity=False))
+
+
+@st.composite
+def rows_with_missing(draw):
+    data = draw(finite_rows())
+    missing = draw(arrays(np.bool_, data.shape))
+    return np.where(missing, np.nan, data)
+
+
+@pytest.mark.parametrize("est, score_method", ESTIMATOR_KINDS)
+@PROPERTY_SETTINGS
+@given(data=finite_rows())
+def test_property_scores_finite_with_right_shape(fitted, est, score_method, data):
+    model = fitted(est, score_method)
+    scores = model.score_samples(data)
+    assert scores.shape == (len(data),)
+    assert scores.dtype == np.float64
+    assert np.isfinite(scores).all()
+    np.testing.assert_array_equal(model.decision_function(data), scores - model.offset_)
+    np.testing.assert_array_equal(model.predict(data), np.where(scores < model.offset_, -1, 1))
+
+
+@pytest.mark.parametrize("score_method", ["joint", "marginal"])
+@PROPERTY_SETTINGS
+@given(data=rows_with_missing())
+def test_property_lfp_scores_and_imputes_missing(fitted, score_method, data):
+    model = fitted("LFP", score_method)
+    scores = model.score_samples(data)
+    assert scores.shape == (len(data),) and np.isfinite(scores).all()
+    filled = model.impute(data)
+    assert filled.shape == data.shape and np.isfinite(filled).all()
+    observed = ~np.isnan(data)
+    np.testing.assert_array_equal(filled[observed], data[observed])
+
+
+@pytest.mark.parametrize("est", CLASSES)
+@PROPERTY_SETTINGS
+@given(data=finite_rows(), z=arrays(np.float64, st.tuples(st.integers(1, 12), st.just(1)),
+                                    elements=st.floats(-1e3, 1e3)))
+def test_property_transform_inverse_transform_shapes(fitted, est, data, z):
+    model = fitted(est)
+    d = model.n_components_
+    latents = model.transform(data)
+    assert latents.shape == (len(data), d) and np.isfinite(latents).all()
+    decoded = model.inverse_transform(np.repeat(z, d, axis=1))
+    assert decoded.shape == (len(z), N_FEATURES) and np.isfinite(decoded).all()
+    assert model.sample(len(z), random_state=0).shape == (len(z), N_FEATURES)
+    names = model.get_feature_names_out()
+    assert len(names) == d
+
+
+@pytest.mark.parametrize("est", CLASSES)
+@settings(max_examples=6, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(contamination=st.floats(0.01, 0.5), n_rows=st.integers(20, 40))
+def test_property_predict_flags_contamination_share(est, contamination, n_rows):
+    data = X[:n_rows]
+    model = make(est, contamination=contamination, max_iter=1)
+    labels = fit_quietly(model, data).predict(data)
+    scores = model.score_samples(data)
+    assume(len(np.unique(scores)) == n_rows)
+    n_out = int((labels == -1).sum())
+    assert math.floor(contamination * n_rows) <= n_out <= math.ceil(contamination * n_rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        np.testing.assert_array_equal(clone(model).fit_predict(data), labels)
+
+
+# ================================================================ properties: the flow
+def make_flow(d, n_blocks, seed, scale, batch):
+    """A flow with non-trivial couplings and ActNorm initialised from ``batch``, in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    flow = CouplingFlow(d, n_blocks, hidden_size=8, generator=generator)
+    with torch.no_grad():
+        for layer in flow.layers:
+            if isinstance(layer, AffineCoupling):
+                last = layer.net[-1]
+                last.weight.copy_(scale * torch.randn(last.weight.shape, generator=generator))
+                last.bias.copy_(scale * torch.randn(last.bias.shape, generator=generator))
+    flow.train()
+    flow(batch)                                   # ActNorm data-dependent initialisation
+    flow.eval()
+    assert all(bool(layer.initialized) for layer in flow.layers if isinstance(layer, ActNorm))
+    return flow
+
+
+flow_cases = st.fixed_dictionaries({
+    "d": st.integers(1, 6), "n_blocks": st.integers(1, 4), "seed": st.integers(0, 2**31 - 1),
+    "scale": st.floats(0.1, 2.0), "n": st.integers(1, 16), "spread": st.floats(0.1, 10.0)})
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(case=flow_cases)
+def test_property_flow_inverse_of_forward(case):
+    generator = torch.Generator().manual_seed(case["seed"])
+    init = case["spread"] * torch.randn(32, case["d"], generator=generator)
+    flow = make_flow(case["d"], case["n_blocks"], case["seed"], case["scale"], init)
+    z = case["spread"] * torch.randn(case["n"], case["d"], generator=generator)
+    with torch.no_grad():
+        u, log_det = flow(z)
+        back = flow.inverse(u)
+    assert u.shape == z.shape and log_det.shape == (case["n"],)
+    assert torch.isfinite(u).all() and torch.isfinite(log_det).all()
+    torch.testing.assert_close(back, z, atol=1e-4, rtol=1e-4)
+    # and the other way round
+    with torch.no_grad():
+        again, _ = flow(flow.inverse(u))
+    torch.testing.assert_close(again, u, atol=1e-4, rtol=1e-4)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(case=flow_cases)
+def test_property_flow_log_det_equals_autograd_jacobian(case):
+    d = min(case["d"], 4)
+    generator = torch.Generator().manual_seed(case["seed"])
+    init = case["spread"] * torch.randn(32, d, generator=generator)
+    flow = make_flow(d, case["n_blocks"], case["seed"], case["scale"], init).double()
+    # The rotations are drawn in float32, orthogonal only to ~1e-7; make them exactly
+    # orthogonal in float64 so that their log|det| is 0 to float64 precision.
+    with torch.no_grad():
+        for layer in flow.layers:
+            if isinstance(layer, Rotation):
+                q, r = torch.linalg.qr(layer.weight)
+                layer.weight.copy_(q * torch.sign(torch.diagonal(r)))
+    z = case["spread"] * torch.randn(3, d, generator=generator, dtype=torch.float64)
+    _, log_det = flow(z)
+    for i in range(len(z)):
+        jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], z[i])
+        sign, logabsdet = torch.linalg.slogdet(jac)
+        assert sign != 0
+        torch.testing.assert_close(log_det[i], logabsdet, atol=1e-8, rtol=1e-8)
+    # log_prob is the change of variables with a standard normal base
+    u, _ = flow(z)
+    expected = (torch.distributions.Normal(0.0, 1.0).log_prob(u).sum(dim=1) + log_det)
+    torch.testing.assert_close(flow.log_prob(z), expected, atol=1e-10, rtol=1e-10)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(case=flow_cases)
+def test_property_flow_density_does_not_depend_on_the_batch(case):
+    generator = torch.Generator().manual_seed(case["seed"])
+    flow = make_flow(case["d"], case["n_blocks"], case["seed"], case["scale"],
+                     torch.randn(32, case["d"], generator=generator)).double()
+    z = case["spread"] * torch.randn(case["n"], case["d"], generator=generator,
+                                     dtype=torch.float64)
+    with torch.no_grad():
+        together = flow.log_prob(z)
+        alone = torch.cat([flow.log_prob(z[i:i + 1]) for i in range(len(z))])
+    torch.testing.assert_close(together, alone, atol=1e-10, rtol=1e-10)

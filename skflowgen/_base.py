@@ -41,11 +41,15 @@ COMMON_PARAMETERS_DOC = """\
         Expected fraction of outliers in the training set; sets ``offset_``.
     max_iter : int, default=100
         Maximum number of epochs.
-    batch_size : int, default=256
-        Rows per mini-batch, in training and in every streamed evaluation.
+    batch_size : int or 'auto', default='auto'
+        Rows per mini-batch in training and per chunk in every streamed
+        evaluation. ``'auto'`` trains on ``min(256, max(16, n_samples // 10))``
+        rows, so that even a small table gets ten or more steps per epoch, and
+        evaluates in chunks of 256.
     tol : float, default=1e-4
-        Minimum improvement of the training loss (or of the validation score
-        with ``early_stopping``) that resets the ``n_iter_no_change`` count.
+        Minimum improvement of the training loss (GLF: of its reconstruction
+        error; with ``early_stopping``: of the validation score) that resets
+        the ``n_iter_no_change`` count.
     n_iter_no_change : int, default=10
         Epochs without a ``tol`` improvement before training stops.
     early_stopping : bool, default=False
@@ -127,7 +131,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         "score_method": [StrOptions({"joint", "marginal"})],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -178,6 +182,11 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         for name in self._module_names:
             getattr(self, name).to(device)
         return device
+
+    @property
+    def _chunk_size(self):
+        """Rows per chunk of every streamed evaluation."""
+        return 256 if self.batch_size == "auto" else self.batch_size
 
     @property
     def _hidden_sizes(self):
@@ -279,7 +288,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                 self._end_epoch(stats)
                 self.n_iter_ += 1
                 self.loss_curve_.append(float(stats[0]))
-                criterion = self.loss_curve_[-1]
+                criterion = self._convergence_loss(stats)
                 if x_val is not None:
                     self.validation_scores_.append(
                         float(self._stream(self._scorer(x_val.device), x_val).mean()))
@@ -316,9 +325,11 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         for name in self._module_names:
             getattr(self, name).train()
         perm = torch.randperm(len(x), generator=generator, device=x.device)
+        batch_size = (self.batch_size if self.batch_size != "auto"
+                      else min(256, max(16, len(x) // 10)))
         totals = 0
-        for start in range(0, len(x), self.batch_size):
-            xb = x[perm[start:start + self.batch_size]]
+        for start in range(0, len(x), batch_size):
+            xb = x[perm[start:start + batch_size]]
             totals = totals + self._train_step(*self._observed(xb), generator) * len(xb)
         for _, scheduler in self._optimizers:
             scheduler.step()
@@ -340,6 +351,10 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return self._data_variance
 
     _fits_noise = True
+
+    def _convergence_loss(self, stats):
+        """The epoch quantity whose stalling stops training: the mean loss."""
+        return float(stats[0])
 
     def _end_epoch(self, stats):
         """Refit ``sigma^2`` by maximum likelihood from the epoch's residuals.
@@ -447,21 +462,22 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return score
 
     def _stream(self, fn, x):
-        """``fn`` over ``batch_size`` chunks of ``x`` (array or tensor) without parameter
-        gradients; returns a tensor on the model's device.
+        """``fn`` over chunks of ``x`` (array or tensor) without parameter gradients;
+        returns a tensor on the model's device.
 
-        A short last chunk is padded to ``batch_size`` rows: every chunk then runs at the
+        A short last chunk is padded to the chunk size: every chunk then runs at the
         same shape, so a row's result does not depend on the other rows of the call (small
         matrix products round differently).
         """
         device = self._device()
+        size = self._chunk_size
         out = []
-        for start in range(0, len(x), self.batch_size):
-            chunk = x[start:start + self.batch_size]
+        for start in range(0, len(x), size):
+            chunk = x[start:start + size]
             if isinstance(chunk, np.ndarray):
                 chunk = torch.from_numpy(np.array(chunk, dtype=np.float32))
             n = len(chunk)
-            chunk = torch.nn.functional.pad(chunk.to(device), (0, 0, 0, self.batch_size - n))
+            chunk = torch.nn.functional.pad(chunk.to(device), (0, 0, 0, size - n))
             with torch.no_grad():
                 out.append(fn(chunk)[:n])
         return torch.cat(out)

@@ -92,7 +92,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=4,
                  image_shape=None, reconstruction="mse", stop_gradient=True, beta=1.0,
-                 score_method="joint", contamination=0.1, max_iter=100, batch_size=256,
+                 score_method="joint", contamination=0.1, max_iter=100, batch_size="auto",
                  learning_rate_init=1e-3, tol=1e-4, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.1, warm_start=False, verbose=0, random_state=None,
                  device="auto"):
@@ -157,6 +157,10 @@ class GenerativeLatentFlow(BaseLatentFlow):
         self._optimize(loss)
         sse, n_observed = self._squared_residual(x, x_hat.detach(), mask)
         return torch.stack([(recon + nll).detach(), sse.mean(), n_observed.mean()])
+
+    def _convergence_loss(self, stats):
+        """The reconstruction error: the flow's NLL moves with the codes and is not monotone."""
+        return float(stats[1])
 
     def _after_fit(self, x_train):
         sse = self._stream(lambda xb: self._squared_residual(

@@ -1,0 +1,88 @@
+"""Langevin inference overhead: skflowgen's ``transform`` against a plain-torch loop.
+
+Both run the same K noise-free Langevin steps on ``log p(z) + log N(x; g(z), sigma^2 I)`` over
+the same fitted networks, the same rows and the same chunk size, interleaved in one process;
+the ratio ``skflowgen / plain torch`` is the package's overhead over its physical limit (one
+forward and backward pass of the networks per step).
+
+    python benchmarks/langevin_speed.py [--rows 20000] [--features 20] [--n-steps 20]
+"""
+
+import argparse
+import math
+import statistics
+
+import numpy as np
+import torch
+
+from _common import limit_threads, markdown_table, provenance, replace_section, timed
+from skflowgen import LangevinFlowPriorGenerator
+
+
+def plain_torch_transform(model, x, n_steps, step, chunk):
+    """The reference loop written directly in torch, chunk by chunk."""
+    generator, flow, var = model.generator_, model.flow_, model.noise_variance_
+    out = []
+    for start in range(0, len(x), chunk):
+        xb = x[start:start + chunk]
+        z = xb.new_zeros(len(xb), model.n_components_)
+        for _ in range(n_steps):
+            z.requires_grad_(True)
+            log_p = flow.log_prob(z) - 0.5 * (xb - generator(z)).square().sum(dim=1) / var
+            (grad,) = torch.autograd.grad(log_p.sum(), z)
+            z = (z + 0.5 * step ** 2 * grad).detach()
+        out.append(z)
+    return torch.cat(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--features", type=int, default=20)
+    parser.add_argument("--n-steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", default="benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    _limits = limit_threads(args.threads)
+
+    rng = np.random.RandomState(0)
+    X = (rng.randn(args.rows, 5) @ rng.randn(5, args.features)).astype(np.float32)
+    model = LangevinFlowPriorGenerator(n_steps=args.n_steps, max_iter=2, random_state=0,
+                                       device="cpu").fit(X[:2000])
+    x = torch.from_numpy(X)
+    step = model.step_size * model._posterior_scale()
+    package = lambda: model.transform(X)  # noqa: E731
+    plain = lambda: plain_torch_transform(model, x, args.n_steps, step,  # noqa: E731
+                                          model._chunk_size)
+    z_pkg, z_ref = package(), plain().numpy()
+    max_diff = float(np.abs(z_pkg - z_ref).max())
+    times = {"skflowgen": [], "plain torch": []}
+    for _ in range(args.repeats):
+        times["skflowgen"].append(timed(package)[1])
+        times["plain torch"].append(timed(plain)[1])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = med["skflowgen"] / med["plain torch"]
+    per_step_us = 1e6 * med["skflowgen"] / (args.n_steps * math.ceil(args.rows / model._chunk_size))
+    rows = [[k, f"{med[k]:.3f}", f"{args.rows / med[k]:,.0f}"] for k in times]
+    body = "\n".join([
+        "## Langevin inference overhead",
+        "",
+        *provenance(args.threads),
+        "",
+        f"`transform` of {args.rows:,} rows x {args.features} features, K = {args.n_steps} "
+        f"noise-free steps, chunks of {model._chunk_size} rows, n_components = "
+        f"{model.n_components_}, median of {args.repeats} interleaved repeats.",
+        "",
+        markdown_table(["implementation", "seconds", "rows / s"], rows),
+        "",
+        f"**Ratio skflowgen / plain torch: {ratio:.3f}** (goal: at most 1.10). "
+        f"One Langevin step of a {model._chunk_size}-row chunk: {per_step_us:.0f} us. "
+        f"Largest difference between the two latents: {max_diff:.2e}.",
+    ])
+    print(body)
+    replace_section(args.output, "langevin-speed", body)
+
+
+if __name__ == "__main__":
+    main()

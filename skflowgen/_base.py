@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .flows import CouplingFlow
+from .networks import GaussianNoise
 
 _STATE_FORMAT = 1
 _N_IMPORTANCE_SAMPLES = 128
@@ -30,6 +31,13 @@ _MAX_ROLLBACKS = 3
 _LOG_2PI = math.log(2 * math.pi)
 
 COMMON_PARAMETERS_DOC = """\
+    covariance_type : {'diag', 'spherical'}, default='diag'
+        Observation noise ``N(x; g(z), diag(sigma^2))`` fitted by maximum
+        likelihood: one variance per feature (``'diag'``, nonlinear factor
+        analysis: features the model reconstructs well weigh more, which ranks
+        anomalies better on tables), or one shared variance (``'spherical'``,
+        the papers' ``sigma^2 I``, which imputes missing values better since no
+        feature can be written off as noise).
     score_method : {'joint', 'marginal'}, default='joint'
         What :meth:`score_samples` estimates. ``'joint'``: the log joint
         ``log N(x; g(z~), sigma^2 I) + log p(z~)`` at the inferred latent
@@ -75,8 +83,8 @@ COMMON_ATTRIBUTES_DOC = """\
         Latent dimension used.
     flow_ : CouplingFlow
         The latent prior; ``flow_.log_prob(z)`` is the per-row log-density.
-    noise_variance_ : float
-        The observation noise variance ``sigma^2`` of ``N(x; g(z), sigma^2 I)``.
+    noise_variance_ : ndarray of shape (n_features_in_,)
+        Observation noise variances ``sigma_j^2`` of ``N(x; g(z), diag(sigma^2))``.
     offset_ : float
         ``score_samples`` percentile at ``100 * contamination`` on the training set.
     n_iter_ : int
@@ -129,6 +137,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         "n_flow_blocks": [Interval(numbers.Integral, 1, None, closed="left")],
         "image_shape": ["array-like", None],
         "score_method": [StrOptions({"joint", "marginal"})],
+        "covariance_type": [StrOptions({"diag", "spherical"})],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -235,17 +244,22 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                               else min(20, max(1, n_features // 2)))
         self._data_variance = float(np.nanmean(np.nanvar(X, axis=0))) if len(X) > 1 else 1.0
         self._data_variance = max(self._data_variance, 1e-12)
-        self.noise_variance_ = self._initial_noise_variance()
         self._inference_seed = int(seed)
         self._build_modules(torch_generator(seed, "cpu"))
+        self.noise_.variance.fill_(self._initial_noise_variance())
         self._optimizers = self._make_optimizers()
         self.n_iter_ = 0
         self.loss_curve_ = []
         self.validation_scores_ = [] if self.early_stopping else None
 
     def _build_modules(self, generator):
-        """Create the networks of ``_module_names`` and the flow prior ``flow_``."""
+        """Create the networks of ``_module_names``: here the flow prior and the noise."""
         self.flow_ = CouplingFlow(self.n_components_, self.n_flow_blocks, generator=generator)
+        self.noise_ = GaussianNoise(self.n_features_in_)
+
+    @property
+    def noise_variance_(self):
+        return self.noise_.variance.cpu().numpy().astype(np.float64)
 
     def _split_validation(self, x, generator):
         if not self.early_stopping:
@@ -347,7 +361,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             optimizer.step()
 
     def _initial_noise_variance(self):
-        """``sigma^2`` before training: the data variance (a model that explains nothing)."""
+        """``sigma_j^2`` before training: the data variance (a model that explains nothing)."""
         return self._data_variance
 
     _fits_noise = True
@@ -357,17 +371,35 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return float(stats[0])
 
     def _end_epoch(self, stats):
-        """Refit ``sigma^2`` by maximum likelihood from the epoch's residuals.
+        """Refit each ``sigma_j^2`` by maximum likelihood from the epoch's residuals.
 
         ``stats`` starts with the epoch mean of ``_train_step``'s output:
-        ``[loss, sum of squared residuals per row, observed entries per row]``.
+        ``[loss, *residual_stats]`` (see :meth:`_residual_stats`).
         """
         if self._fits_noise:
-            self._set_noise_variance(stats[1] / stats[2])
+            d = self.n_features_in_
+            self._set_noise_variance(stats[1:1 + d], stats[1 + d:1 + 2 * d])
 
-    def _set_noise_variance(self, mean_squared_residual):
-        """``sigma^2`` from the mean squared residual per entry, floored above zero."""
-        self.noise_variance_ = max(float(mean_squared_residual), 1e-6 * self._data_variance)
+    @staticmethod
+    def _residual_stats(x, x_hat, mask):
+        """Per feature, over the batch: mean squared residual and observed fraction."""
+        sq = (x - x_hat).square()
+        if mask is None:
+            return torch.cat([sq.mean(dim=0), sq.new_ones(x.shape[1])])
+        return torch.cat([(sq * mask).mean(dim=0), mask.float().mean(dim=0)])
+
+    def _set_noise_variance(self, mean_squared, observed):
+        """``sigma_j^2`` = mean squared residual over observed entries (pooled over features
+        when spherical), floored at 1e-3 of the data variance (an unobserved feature gets
+        the mean of the others)."""
+        if self.covariance_type == "spherical":
+            mean_squared = np.full(len(observed), np.sum(mean_squared))
+            observed = np.full(len(observed), np.sum(observed))
+        var = np.divide(mean_squared, observed, out=np.full(len(observed), np.nan),
+                        where=observed > 0)
+        var = np.where(np.isfinite(var), var, np.nanmean(var) if np.isfinite(var).any() else 1)
+        var = np.maximum(var, 1e-3 * self._data_variance)
+        self.noise_.variance.copy_(torch.as_tensor(var, dtype=torch.float32))
 
     def _after_fit(self, x_train):
         """Hook after training, before ``offset_`` is set."""
@@ -385,7 +417,6 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return copy.deepcopy({
             "modules": {n: getattr(self, n).state_dict() for n in self._module_names},
             "optimizers": [(o.state_dict(), s.state_dict()) for o, s in self._optimizers],
-            "noise_variance": getattr(self, "noise_variance_", None),
         })
 
     def _load_state(self, state):
@@ -395,8 +426,6 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                                                               state["optimizers"]):
             optimizer.load_state_dict(o_state)
             scheduler.load_state_dict(s_state)
-        if state["noise_variance"] is not None:
-            self.noise_variance_ = state["noise_variance"]
 
     # ------------------------------------------------------------ the model's densities
     def _observed(self, x):
@@ -406,32 +435,18 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         mask = ~torch.isnan(x)
         return torch.where(mask, x, 0.0), mask
 
-    @staticmethod
-    def _squared_residual(x, x_hat, mask):
-        """Per row: the sum of squared residuals over observed entries, and their count."""
-        sq = (x - x_hat).square()
-        if mask is None:
-            return sq.sum(dim=1), sq.new_full((len(x),), x.shape[1])
-        return (sq * mask).sum(dim=1), mask.sum(dim=1, dtype=sq.dtype)
-
-    def _gaussian_log_density(self, sse, n_observed):
-        """``log N(x; x_hat, sigma^2 I)`` from a row's squared residual and entry count."""
-        var = self.noise_variance_
-        return -0.5 * (sse / var + n_observed * (math.log(var) + _LOG_2PI))
-
     def _log_likelihood(self, x, x_hat, mask):
         """``log p(x | z)`` per row, over the observed entries."""
-        return self._gaussian_log_density(*self._squared_residual(x, x_hat, mask))
+        return self.noise_.log_prob(x, x_hat, mask)
 
     def _log_joint(self, x, mask, z):
         """``log p(x | z) + log p(z)`` per row."""
         return self._log_likelihood(x, self._decode(z), mask) + self.flow_.log_prob(z)
 
     def _posterior_scale(self):
-        """Approximate posterior std of each latent, ``(1 + D v / (d sigma^2))^{-1/2}``,
+        """Approximate posterior std of each latent, ``(1 + sum_j v / (d sigma_j^2))^{-1/2}``,
         with ``v`` the mean per-feature variance of the training data."""
-        ratio = self.n_features_in_ * self._data_variance / (self.n_components_
-                                                             * self.noise_variance_)
+        ratio = self._data_variance * float((1 / self.noise_.variance).sum()) / self.n_components_
         return (1.0 + ratio) ** -0.5
 
     def _log_marginal(self, x, mask, z, eps):
@@ -628,7 +643,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
             self._build_modules(torch_generator(0, "cpu"))
             self._optimizers = self._make_optimizers()
-            self._load_state({**saved, "noise_variance": None})
+            self._load_state(saved)
         except Exception as exc:  # a corrupt or foreign blob: say what failed
             raise ValueError(f"Could not restore the networks of this pickled "
                              f"{type(self).__name__}: {exc}") from exc

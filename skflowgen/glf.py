@@ -6,6 +6,8 @@ Xiao, Yan and Amit, "Generative Latent Flow" (2019).
 import itertools
 import numbers
 
+import numpy as np
+
 import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -29,7 +31,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
     Sampling is ``G(f^{{-1}}(u))``, ``u ~ N(0, I)``; ``score_samples`` is the
     log joint of the vanishing-noise model, ``log N(x; G(E(x)), sigma^2 I) +
     log p(E(x))``, with ``sigma^2 = noise_variance_`` the mean squared training
-    residual per feature.
+    residual, per feature or pooled (``covariance_type``).
 
     Parameters
     ----------
@@ -81,7 +83,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
     (3,)
     """
 
-    _module_names = ("encoder_", "decoder_", "flow_")
+    _module_names = ("encoder_", "decoder_", "flow_", "noise_")
 
     _parameter_constraints = {
         **BaseLatentFlow._parameter_constraints,
@@ -92,7 +94,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=4,
                  image_shape=None, reconstruction="mse", stop_gradient=True, beta=1.0,
-                 score_method="joint", contamination=0.1, max_iter=100, batch_size="auto",
+                 covariance_type="diag", score_method="joint", contamination=0.1,
+                 max_iter=100, batch_size="auto",
                  learning_rate_init=1e-3, tol=1e-4, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.1, warm_start=False, verbose=0, random_state=None,
                  device="auto"):
@@ -103,6 +106,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
         self.reconstruction = reconstruction
         self.stop_gradient = stop_gradient
         self.beta = beta
+        self.covariance_type = covariance_type
         self.score_method = score_method
         self.contamination = contamination
         self.max_iter = max_iter
@@ -155,17 +159,17 @@ class GenerativeLatentFlow(BaseLatentFlow):
         nll = -self.flow_.log_prob(z.detach() if self.stop_gradient else z).mean()
         loss = recon + nll if self.stop_gradient else self.beta * recon + nll
         self._optimize(loss)
-        sse, n_observed = self._squared_residual(x, x_hat.detach(), mask)
-        return torch.stack([(recon + nll).detach(), sse.mean(), n_observed.mean()])
+        return torch.cat([(recon + nll).detach()[None],
+                          self._residual_stats(x, x_hat.detach(), mask)])
 
     def _convergence_loss(self, stats):
         """The reconstruction error: the flow's NLL moves with the codes and is not monotone."""
-        return float(stats[1])
+        return float(np.sum(stats[1:1 + self.n_features_in_]))
 
     def _after_fit(self, x_train):
-        sse = self._stream(lambda xb: self._squared_residual(
-            xb, self._decode(self._infer_latent(xb, None)), None)[0], x_train)
-        self._set_noise_variance(sse.mean() / self.n_features_in_)
+        sq = self._stream(lambda xb: (xb - self._decode(self._infer_latent(xb, None))).square(),
+                          x_train)
+        self._set_noise_variance(sq.mean(dim=0).cpu().numpy(), np.ones(self.n_features_in_))
 
     def _log_likelihood(self, x, x_hat, mask):
         if self.reconstruction == "bce":

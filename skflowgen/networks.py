@@ -114,3 +114,21 @@ def make_decoder(n_components, n_features, hidden_layer_sizes, image_shape, gene
                            final_activation=final_activation)
     return mlp([n_components, *reversed(hidden_layer_sizes), n_features], generator,
                final_activation=final_activation)
+
+
+class GaussianNoise(nn.Module):
+    """Observation noise ``N(x; x_hat, diag(variance))``; masked entries drop out.
+
+    The variance is a buffer, so it moves with the device and travels in the state dict.
+    """
+
+    def __init__(self, n_features):
+        super().__init__()
+        self.register_buffer("variance", torch.ones(n_features))
+
+    def log_prob(self, x, x_hat, mask=None):
+        """Per-row ``log N(x; x_hat, diag(variance))`` over the observed entries."""
+        terms = (x - x_hat).square() / self.variance + torch.log(2 * math.pi * self.variance)
+        if mask is not None:
+            terms = terms * mask
+        return -0.5 * terms.sum(dim=1)

@@ -1,0 +1,92 @@
+"""Peak memory of streamed scoring: ``score_samples`` over 100,000 and 1,000,000 rows.
+
+A thread samples the process's resident memory (``/proc/self/statm``) every 5 ms while
+``score_samples`` runs; the figure is the peak minus the resident memory just before the call,
+with the input array already in memory. Flat growth from 100k to 1M rows means the scoring
+streams in chunks; the goal is under 200 MiB at 1M rows of 20 features.
+
+    python benchmarks/memory.py [--rows 100000 1000000] [--features 20]
+"""
+
+import argparse
+import os
+import threading
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from _common import limit_threads, markdown_table, provenance, replace_section
+from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def peak_growth(fn):
+    """(result, peak resident memory growth in bytes, seconds) of ``fn()``."""
+    base, peak, done = rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.005)
+    thread = threading.Thread(target=sample)
+    thread.start()
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    done.set()
+    thread.join()
+    return result, max(peak[0], rss()) - base, seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--features", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", default="benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    _limits = limit_threads(args.threads)
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+
+    rng = np.random.RandomState(0)
+    mixing = rng.randn(5, args.features)
+    X = rng.randn(max(args.rows), 5) @ mixing + 0.1 * rng.randn(max(args.rows), args.features)
+    models = {"GenerativeLatentFlow": GenerativeLatentFlow(max_iter=5, random_state=0,
+                                                           device="cpu"),
+              "LangevinFlowPriorGenerator": LangevinFlowPriorGenerator(max_iter=5, random_state=0,
+                                                                       device="cpu")}
+    rows = []
+    for name, model in models.items():
+        model.fit(X[:5000])
+        for n in args.rows:
+            scores, growth, seconds = peak_growth(lambda: model.score_samples(X[:n]))
+            assert scores.shape == (n,) and np.isfinite(scores).all()
+            rows.append([name, f"{n:,}", f"{growth / 2 ** 20:.1f}", f"{seconds:.1f}",
+                         f"{n / seconds:,.0f}"])
+            print("  ".join(rows[-1]), flush=True)
+    body = "\n".join([
+        "## Memory of streamed scoring",
+        "",
+        *provenance(args.threads),
+        "",
+        f"`score_samples` of float64 rows x {args.features} features (input already in memory, "
+        f"{X[:max(args.rows)].nbytes / 2 ** 20:.0f} MiB at {max(args.rows):,} rows); peak "
+        "resident memory growth during the call, sampled every 5 ms. Goal: under 200 MiB at "
+        "1,000,000 rows, flat in the number of rows.",
+        "",
+        markdown_table(["estimator", "rows", "peak growth (MiB)", "seconds", "rows / s"], rows),
+    ])
+    print(body)
+    replace_section(args.output, "memory", body)
+
+
+if __name__ == "__main__":
+    main()

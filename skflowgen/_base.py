@@ -245,12 +245,20 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         self._data_variance = float(np.nanmean(np.nanvar(X, axis=0))) if len(X) > 1 else 1.0
         self._data_variance = max(self._data_variance, 1e-12)
         self._inference_seed = int(seed)
-        self._build_modules(torch_generator(seed, "cpu"))
+        generator = torch_generator(seed, "cpu")
+        self._build_modules(generator)
         self.noise_.variance.fill_(self._initial_noise_variance())
+        x_first = torch.from_numpy(np.array(X[:256], dtype=np.float32))
+        with torch.no_grad():
+            self.flow_.initialize(self._initial_latents(x_first, generator))
         self._optimizers = self._make_optimizers()
         self.n_iter_ = 0
         self.loss_curve_ = []
         self.validation_scores_ = [] if self.early_stopping else None
+
+    def _initial_latents(self, x, generator):
+        """Latents that initialise the flow's ActNorm layers: prior draws by default."""
+        return torch.randn(len(x), self.n_components_, generator=generator)
 
     def _build_modules(self, generator):
         """Create the networks of ``_module_names``: here the flow prior and the noise."""

@@ -24,28 +24,22 @@ _LOG_2PI = math.log(2 * math.pi)
 class ActNorm(nn.Module):
     """Per-dimension affine map ``u = (z + bias) * exp(log_scale)``.
 
-    The first batch seen in training mode sets ``bias`` and ``log_scale`` so
-    that it comes out with zero mean and unit variance (Kingma & Dhariwal,
-    Glow); the ``initialized`` buffer records this, so it travels in the
-    state dict.
+    :meth:`initialize` sets ``bias`` and ``log_scale`` from a batch so that it
+    comes out with zero mean and unit variance (Kingma & Dhariwal, Glow).
     """
 
     def __init__(self, n_dims):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(n_dims))
         self.log_scale = nn.Parameter(torch.zeros(n_dims))
-        self.register_buffer("initialized", torch.tensor(False))
 
     @torch.no_grad()
-    def _initialize(self, z):
+    def initialize(self, z):
         std = z.std(dim=0, unbiased=False) if len(z) > 1 else torch.ones_like(z[0])
         self.bias.copy_(-z.mean(dim=0))
         self.log_scale.copy_(-torch.log(std.clamp_min(1e-6)))
-        self.initialized.fill_(True)
 
     def forward(self, z):
-        if self.training and not self.initialized:
-            self._initialize(z)
         return (z + self.bias) * self.log_scale.exp(), self.log_scale.sum().expand(len(z))
 
     def inverse(self, u):
@@ -125,6 +119,14 @@ class CouplingFlow(nn.Module):
             layers += [ActNorm(n_dims), Rotation(n_dims, generator),
                        AffineCoupling(n_dims, mask, hidden_size, generator)]
         self.layers = nn.ModuleList(layers)
+
+    @torch.no_grad()
+    def initialize(self, z):
+        """Data-dependent initialisation: each ActNorm whitens what it sees of ``z``."""
+        for layer in self.layers:
+            if isinstance(layer, ActNorm):
+                layer.initialize(z)
+            z, _ = layer(z)
 
     def forward(self, z):
         """Map ``z -> u``; return ``(u, log|det df/dz|)`` per row."""

@@ -176,6 +176,9 @@ class GenerativeLatentFlow(BaseLatentFlow):
             return -self._reconstruction_loss(x, x_hat)
         return super()._log_likelihood(x, x_hat, mask)
 
+    def _initial_latents(self, x, generator):
+        return self.encoder_(x)
+
     def _infer_latent(self, x, mask):
         return self.encoder_(x)
 

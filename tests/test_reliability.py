@@ -18,7 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import skflowgen._base as base
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
-from skflowgen.flows import ActNorm, AffineCoupling, CouplingFlow, Rotation
+from skflowgen.flows import AffineCoupling, CouplingFlow, Rotation
 
 N_FEATURES = 3
 _rng = np.random.RandomState(0)
@@ -492,10 +492,7 @@ def make_flow(d, n_blocks, seed, scale, batch):
                 last = layer.net[-1]
                 last.weight.copy_(scale * torch.randn(last.weight.shape, generator=generator))
                 last.bias.copy_(scale * torch.randn(last.bias.shape, generator=generator))
-    flow.train()
-    flow(batch)                                   # ActNorm data-dependent initialisation
-    flow.eval()
-    assert all(bool(layer.initialized) for layer in flow.layers if isinstance(layer, ActNorm))
+    flow.initialize(batch)                        # ActNorm data-dependent initialisation
     return flow
 
 

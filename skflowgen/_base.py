@@ -181,7 +181,9 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         """Check ``X`` with :func:`validate_data`; NaN passes only where the model allows it."""
         X = validate_data(self, X, reset=reset, dtype=[np.float32, np.float64],
                           ensure_all_finite="allow-nan" if self._allow_nan else True)
-        if np.nanmax(np.abs(X)) > np.finfo(np.float32).max:
+        # extremes without a temporary copy of X (np.abs would double the memory)
+        if max(np.fmax.reduce(X, axis=None), -np.fmin.reduce(X, axis=None)) \
+                > np.finfo(np.float32).max:
             raise ValueError("X has values beyond the float32 range (3.4e38) that the networks "
                              "compute in; rescale it.")
         return X
@@ -313,7 +315,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                 criterion = self._convergence_loss(stats)
                 if x_val is not None:
                     self.validation_scores_.append(
-                        float(self._stream(self._scorer(x_val.device), x_val).mean()))
+                        float(self._apply(self._scorer(x_val.device), x_val).mean()))
                     criterion = -self.validation_scores_[-1]
                 if self.verbose:
                     line = f"Epoch {self.n_iter_}, loss = {self.loss_curve_[-1]:.6g}"
@@ -485,16 +487,15 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return score
 
     def _stream(self, fn, x):
-        """``fn`` over chunks of ``x`` (array or tensor) without parameter gradients;
-        returns a tensor on the model's device.
+        """Yield ``fn`` of each chunk of ``x`` (array or tensor), computed on the model's
+        device without parameter gradients.
 
-        A short last chunk is padded to the chunk size: every chunk then runs at the
-        same shape, so a row's result does not depend on the other rows of the call (small
+        A short last chunk is padded to the chunk size: every chunk then runs at the same
+        shape, so a row's result does not depend on the other rows of the call (small
         matrix products round differently).
         """
         device = self._device()
         size = self._chunk_size
-        out = []
         for start in range(0, len(x), size):
             chunk = x[start:start + size]
             if isinstance(chunk, np.ndarray):
@@ -502,12 +503,17 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             n = len(chunk)
             chunk = torch.nn.functional.pad(chunk.to(device), (0, 0, 0, size - n))
             with torch.no_grad():
-                out.append(fn(chunk)[:n])
-        return torch.cat(out)
+                yield fn(chunk)[:n]
 
     def _apply(self, fn, X):
-        """:meth:`_stream` returning float64 numpy, for the public methods."""
-        return self._stream(fn, X).cpu().numpy().astype(np.float64)
+        """:meth:`_stream` into one preallocated float64 array: memory stays flat in rows."""
+        out = None
+        for start, result in zip(range(0, len(X), self._chunk_size), self._stream(fn, X)):
+            result = result.cpu().numpy()
+            if out is None:
+                out = np.empty((len(X), *result.shape[1:]), dtype=np.float64)
+            out[start:start + len(result)] = result
+        return out
 
     # ------------------------------------------------------------ public API
     def score_samples(self, X):

@@ -167,9 +167,10 @@ class GenerativeLatentFlow(BaseLatentFlow):
         return float(np.sum(stats[1:1 + self.n_features_in_]))
 
     def _after_fit(self, x_train):
-        sq = self._stream(lambda xb: (xb - self._decode(self._infer_latent(xb, None))).square(),
-                          x_train)
-        self._set_noise_variance(sq.mean(dim=0).cpu().numpy(), np.ones(self.n_features_in_))
+        squared = self._stream(lambda xb: (xb - self._decode(self._infer_latent(xb, None)))
+                               .square().sum(dim=0), x_train)
+        mean_squared = (sum(squared) / len(x_train)).cpu().numpy()
+        self._set_noise_variance(mean_squared, np.ones(self.n_features_in_))
 
     def _log_likelihood(self, x, x_hat, mask):
         if self.reconstruction == "bce":

@@ -168,8 +168,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
 
     def _after_fit(self, x_train):
         squared = self._stream(lambda xb: (xb - self._decode(self._infer_latent(xb, None)))
-                               .square().sum(dim=0), x_train)
-        mean_squared = (sum(squared) / len(x_train)).cpu().numpy()
+                               .square(), x_train)
+        mean_squared = (sum(rows.sum(dim=0) for rows in squared) / len(x_train)).cpu().numpy()
         self._set_noise_variance(mean_squared, np.ones(self.n_features_in_))
 
     def _log_likelihood(self, x, x_hat, mask):

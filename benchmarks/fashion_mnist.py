@@ -22,7 +22,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve
 from sklearn.model_selection import train_test_split
 
-from _common import limit_threads, markdown_table, provenance, replace_section, timed
+from _common import limit_threads, timed, write_report
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -92,21 +92,13 @@ def main():
                    f"{seconds:.0f}"]
             print("  ".join(row), flush=True)
             rows.append(row)
-    body = "\n".join([
-        "## Fashion-MNIST, held-out class",
-        "",
-        *provenance(args.threads),
-        "",
-        f"Train: {args.max_train:,} images sampled from 80% of the nine normal classes; test: the "
-        "other 20% plus every image of the held-out class (anomaly rate about 1 in 2.4). "
-        f"skflowgen estimators with defaults except `image_shape=(1, 28, 28)`, "
-        f"`max_iter={args.max_iter}`. AUPRC = `auc(recall, precision)` x 100; AP = average "
-        "precision x 100; seconds = fit + score.",
-        "",
-        markdown_table(["held-out class", "detector", "AUPRC", "AP", "seconds"], rows),
-    ])
-    print(body)
-    replace_section(args.output, "fashion-mnist", body)
+    write_report(
+        args.output, "fashion-mnist", "Fashion-MNIST, held-out class", args.threads,
+        f"Train: {args.max_train:,} images sampled from 80% of the nine normal classes; test: "
+        "the other 20% plus every image of the held-out class. skflowgen estimators with "
+        f"defaults except `image_shape=(1, 28, 28)`, `max_iter={args.max_iter}`. AUPRC = "
+        "`auc(recall, precision)` x 100; AP = average precision x 100; seconds = fit + score.",
+        ["held-out class", "detector", "AUPRC", "AP", "seconds"], rows)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import KNNImputer, SimpleImputer
 
-from _common import limit_threads, markdown_table, provenance, replace_section, timed
+from _common import limit_threads, timed, write_report
 from skflowgen import LangevinFlowPriorGenerator
 
 
@@ -70,18 +70,10 @@ def main():
     table = [[name, rows, f"{np.mean([r for r, _ in v]):.4f}",
               f"{np.std([r for r, _ in v]):.4f}", f"{np.mean([s for _, s in v]):.1f}"]
              for (name, rows), v in results.items()]
-    body = "\n".join([
-        "## Imputation (load_digits)",
-        "",
-        *provenance(args.threads),
-        "",
-        f"{args.missing:.0%} of the test entries missing at random; RMSE on them (pixels in "
-        f"[0, 1]); mean and std over seeds {args.seeds}; fit + impute seconds.",
-        "",
-        markdown_table(["imputer", "training rows", "RMSE", "std", "seconds"], table),
-    ])
-    print(body)
-    replace_section(args.output, "imputation", body)
+    write_report(args.output, "imputation", "Imputation (load_digits)", args.threads,
+                 f"{args.missing:.0%} of the test entries missing at random; RMSE on them "
+                 f"(pixels in [0, 1]); mean and std over seeds {args.seeds}; fit + impute "
+                 "seconds.", ["imputer", "training rows", "RMSE", "std", "seconds"], table)
 
 
 if __name__ == "__main__":

@@ -15,20 +15,20 @@ import statistics
 import numpy as np
 import torch
 
-from _common import limit_threads, markdown_table, provenance, replace_section, timed
+from _common import limit_threads, timed, write_report
 from skflowgen import LangevinFlowPriorGenerator
 
 
 def plain_torch_transform(model, x, n_steps, step, chunk):
     """The reference loop written directly in torch, chunk by chunk."""
-    generator, flow, var = model.generator_, model.flow_, model.noise_variance_
+    generator, flow, var = model.generator_, model.flow_, model.noise_.variance
     out = []
     for start in range(0, len(x), chunk):
         xb = x[start:start + chunk]
         z = xb.new_zeros(len(xb), model.n_components_)
         for _ in range(n_steps):
             z.requires_grad_(True)
-            log_p = flow.log_prob(z) - 0.5 * (xb - generator(z)).square().sum(dim=1) / var
+            log_p = flow.log_prob(z) - 0.5 * ((xb - generator(z)).square() / var).sum(dim=1)
             (grad,) = torch.autograd.grad(log_p.sum(), z)
             z = (z + 0.5 * step ** 2 * grad).detach()
         out.append(z)
@@ -65,23 +65,15 @@ def main():
     ratio = med["skflowgen"] / med["plain torch"]
     per_step_us = 1e6 * med["skflowgen"] / (args.n_steps * math.ceil(args.rows / model._chunk_size))
     rows = [[k, f"{med[k]:.3f}", f"{args.rows / med[k]:,.0f}"] for k in times]
-    body = "\n".join([
-        "## Langevin inference overhead",
-        "",
-        *provenance(args.threads),
-        "",
+    write_report(
+        args.output, "langevin-speed", "Langevin inference overhead", args.threads,
         f"`transform` of {args.rows:,} rows x {args.features} features, K = {args.n_steps} "
         f"noise-free steps, chunks of {model._chunk_size} rows, n_components = "
         f"{model.n_components_}, median of {args.repeats} interleaved repeats.",
-        "",
-        markdown_table(["implementation", "seconds", "rows / s"], rows),
-        "",
-        f"**Ratio skflowgen / plain torch: {ratio:.3f}** (goal: at most 1.10). "
-        f"One Langevin step of a {model._chunk_size}-row chunk: {per_step_us:.0f} us. "
-        f"Largest difference between the two latents: {max_diff:.2e}.",
-    ])
-    print(body)
-    replace_section(args.output, "langevin-speed", body)
+        ["implementation", "seconds", "rows / s"], rows,
+        f"**Ratio skflowgen / plain torch: {ratio:.3f}** (goal: at most 1.10). One Langevin "
+        f"step of a {model._chunk_size}-row chunk: {per_step_us:.0f} us. Largest difference "
+        f"between the two latents: {max_diff:.2e}.")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from _common import limit_threads, markdown_table, provenance, replace_section
+from _common import limit_threads, write_report
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -72,20 +72,13 @@ def main():
             rows.append([name, f"{n:,}", f"{growth / 2 ** 20:.1f}", f"{seconds:.1f}",
                          f"{n / seconds:,.0f}"])
             print("  ".join(rows[-1]), flush=True)
-    body = "\n".join([
-        "## Memory of streamed scoring",
-        "",
-        *provenance(args.threads),
-        "",
-        f"`score_samples` of float64 rows x {args.features} features (input already in memory, "
-        f"{X[:max(args.rows)].nbytes / 2 ** 20:.0f} MiB at {max(args.rows):,} rows); peak "
-        "resident memory growth during the call, sampled every 5 ms. Goal: under 200 MiB at "
-        "1,000,000 rows, flat in the number of rows.",
-        "",
-        markdown_table(["estimator", "rows", "peak growth (MiB)", "seconds", "rows / s"], rows),
-    ])
-    print(body)
-    replace_section(args.output, "memory", body)
+    write_report(
+        args.output, "memory", "Memory of streamed scoring", args.threads,
+        f"`score_samples` of float64 rows x {args.features} features (input already in "
+        f"memory, {X[:max(args.rows)].nbytes / 2 ** 20:.0f} MiB at {max(args.rows):,} rows); "
+        "peak resident memory growth during the call, sampled every 5 ms. Goal: under 200 MiB "
+        "at 1,000,000 rows, flat in the number of rows.",
+        ["estimator", "rows", "peak growth (MiB)", "seconds", "rows / s"], rows)
 
 
 if __name__ == "__main__":

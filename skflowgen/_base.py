@@ -131,6 +131,29 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
 
     _module_names = ()
 
+    def __init__(self, n_components, *, hidden_layer_sizes, n_flow_blocks, image_shape,
+                 covariance_type, score_method, contamination, max_iter, batch_size,
+                 learning_rate_init, tol, n_iter_no_change, early_stopping, validation_fraction,
+                 warm_start, verbose, random_state, device):
+        self.n_components = n_components
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.n_flow_blocks = n_flow_blocks
+        self.image_shape = image_shape
+        self.covariance_type = covariance_type
+        self.score_method = score_method
+        self.contamination = contamination
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.random_state = random_state
+        self.device = device
+
     _parameter_constraints = {
         "n_components": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],

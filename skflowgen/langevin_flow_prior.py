@@ -108,27 +108,17 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
                  learning_rate_init=4e-4, tol=1e-4, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.1, warm_start=False, verbose=0, random_state=None,
                  device="auto"):
-        self.n_components = n_components
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.n_flow_blocks = n_flow_blocks
-        self.image_shape = image_shape
+        super().__init__(
+            n_components, hidden_layer_sizes=hidden_layer_sizes,
+            n_flow_blocks=n_flow_blocks, image_shape=image_shape,
+            covariance_type=covariance_type, score_method=score_method,
+            contamination=contamination, max_iter=max_iter, batch_size=batch_size,
+            learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            warm_start=warm_start, verbose=verbose, random_state=random_state, device=device)
         self.sigma = sigma
         self.step_size = step_size
         self.n_steps = n_steps
-        self.covariance_type = covariance_type
-        self.score_method = score_method
-        self.contamination = contamination
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.learning_rate_init = learning_rate_init
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.random_state = random_state
-        self.device = device
 
     @property
     def _fits_noise(self):

@@ -1,0 +1,188 @@
+"""Helpers shared by the benchmark scripts: data loading, the ADBench split, thread limits,
+timing, machine description, Markdown tables and the sectioned ``RESULTS.md``.
+
+Not a benchmark itself; imported by ``adbench.py`` and ``speed.py``.
+"""
+
+import datetime
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "adbench"
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+# ---------------------------------------------------------------- data
+def dataset_name(path):
+    """ADBench file name to dataset name: ``2_annthyroid.npz`` -> ``annthyroid``."""
+    return re.sub(r"^\d+_", "", Path(path).stem)
+
+
+def list_datasets(data_dir, names=None):
+    """The ``.npz`` files of ``data_dir`` in ADBench order (by numeric prefix), optionally only
+    those whose dataset name is in ``names`` (case-insensitive)."""
+    files = sorted(Path(data_dir).glob("*.npz"),
+                   key=lambda p: (int(p.stem.split("_")[0]) if p.stem.split("_")[0].isdigit()
+                                  else 10 ** 9, p.stem))
+    if names:
+        wanted = {n.lower() for n in names}
+        files = [f for f in files if dataset_name(f).lower() in wanted]
+        missing = wanted - {dataset_name(f).lower() for f in files}
+        if missing:
+            raise SystemExit(f"no such dataset in {data_dir}: {sorted(missing)}")
+    if not files:
+        raise SystemExit(f"no .npz files in {data_dir}")
+    return files
+
+
+def load_npz(path):
+    """``(X float64, y int)`` from an ADBench ``.npz`` (``y`` 1 = anomaly)."""
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data["X"], dtype=np.float64), np.asarray(data["y"]).astype(int).ravel()
+
+
+def subsample(X, y, max_rows, seed=0):
+    """At most ``max_rows`` rows, stratified on ``y`` with a fixed seed; unchanged if smaller."""
+    if max_rows is None or len(X) <= max_rows:
+        return X, y
+    X, _, y, _ = train_test_split(X, y, train_size=max_rows, stratify=y, random_state=seed)
+    return X, y
+
+
+def adbench_split(X, y, seed, test_size=0.3):
+    """The ADBench split: 70/30, stratified on ``y``, ``random_state=seed``."""
+    return train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
+
+
+# ---------------------------------------------------------------- environment and timing
+def limit_threads(n_threads):
+    """Limit torch and the BLAS/OpenMP pools to ``n_threads`` (fair, quieter timings on a shared
+    machine). Returns the threadpoolctl context, which must be kept alive."""
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(n_threads)
+    return threadpool_limits(n_threads)
+
+
+def timed(fn, *args, **kwargs):
+    """``(result, seconds)`` of one call, by :func:`time.perf_counter`."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def command_line():
+    """The command that is running, as one could paste it into a shell."""
+    script = os.path.relpath(sys.argv[0]) if os.path.exists(sys.argv[0]) else sys.argv[0]
+    return shlex.join(["python", script, *sys.argv[1:]])
+
+
+def machine_info(n_threads=None):
+    """One line describing the machine and the library versions."""
+    import sklearn
+    import torch
+    parts = [platform.platform(), platform.processor() or platform.machine(),
+             f"{os.cpu_count()} CPUs", f"Python {platform.python_version()}",
+             f"torch {torch.__version__}", f"scikit-learn {sklearn.__version__}"]
+    try:
+        import pyod
+        parts.append(f"pyod {pyod.__version__}")
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        parts.append(f"CUDA {torch.cuda.get_device_name()}")
+    if n_threads is not None:
+        parts.append(f"{n_threads} thread(s) per process")
+    return ", ".join(parts)
+
+
+def code_revision():
+    """Which skflowgen was imported: its version and, in a git checkout, the commit, marked
+    ``+uncommitted changes`` when the package differs from it; else the folder it came from."""
+    import subprocess
+    import skflowgen
+    package = Path(skflowgen.__file__).resolve().parent
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", str(package))
+    except (OSError, subprocess.CalledProcessError):
+        return f"skflowgen {skflowgen.__version__} from {package}"
+    if dirty:
+        import hashlib
+        diff = git("diff", "HEAD", "--", str(package))
+        commit += f" +uncommitted changes (diff sha1 {hashlib.sha1(diff.encode()).hexdigest()[:10]})"
+    where = "" if package.parent == Path(__file__).resolve().parents[1] else f" from {package}"
+    return f"skflowgen {skflowgen.__version__}, git {commit}{where}"
+
+
+def provenance(n_threads=None):
+    """Markdown lines: the exact command, the code, the machine and the date."""
+    return [f"Command: `{command_line()}`  ", f"Code: {code_revision()}  ",
+            f"Machine: {machine_info(n_threads)}  ",
+            f"Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}"]
+
+
+# ---------------------------------------------------------------- tables
+def markdown_table(header, rows, align=None):
+    """A GitHub Markdown table; ``align`` is one of 'l', 'r' per column (default: first left)."""
+    align = align or ["l"] + ["r"] * (len(header) - 1)
+    rule = ["---" if a == "l" else "---:" for a in align]
+    lines = [header, rule, *rows]
+    return "\n".join("| " + " | ".join(str(c) for c in line) + " |" for line in lines)
+
+
+def text_table(header, rows):
+    """The same table as plain aligned text, for the terminal."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(cells[0]), "  ".join("-" * w for w in widths),
+                      *map(fmt, cells[1:])])
+
+
+def average_ranks(values):
+    """Mean rank per column of a (rows x columns) array, rank 1 = highest in its row;
+    ties get the mean rank; rows with a NaN are left out."""
+    from scipy.stats import rankdata
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values).any(axis=1)]
+    if not len(values):
+        return np.full(values.shape[1], np.nan)
+    return rankdata(-values, axis=1).mean(axis=0)
+
+
+# ---------------------------------------------------------------- RESULTS.md sections
+def replace_section(path, name, body):
+    """Write ``body`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``;
+    the rest of the file is left as it is (the section is appended if it is not there yet)."""
+    path = Path(path)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    text = path.read_text() if path.exists() else "# skflowgen benchmark results\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), flags=re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def write_report(output, name, title, threads, description, header, rows, footer=""):
+    """Print and write one RESULTS.md section: title, provenance, description, table, footer."""
+    body = "\n".join([f"## {title}", "", *provenance(threads), "", description, "",
+                      markdown_table(header, rows), *([ "", footer] if footer else [])])
+    print(body)
+    replace_section(output, name, body)

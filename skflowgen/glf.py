@@ -94,7 +94,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=4,
                  image_shape=None, reconstruction="mse", stop_gradient=True, beta=1.0,
-                 covariance_type="diag", score_method="joint", contamination=0.1,
+                 covariance_type="diag", score_method="marginal", contamination=0.1,
                  max_iter=100, batch_size="auto",
                  learning_rate_init=1e-3, tol=1e-4, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.1, warm_start=False, verbose=0, random_state=None,

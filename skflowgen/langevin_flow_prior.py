@@ -103,7 +103,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=5,
                  image_shape=None, sigma="auto", step_size=1.0, n_steps=20,
-                 covariance_type="diag", score_method="joint", contamination=0.1,
+                 covariance_type="diag", score_method="marginal", contamination=0.1,
                  max_iter=100, batch_size="auto",
                  learning_rate_init=4e-4, tol=1e-4, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.1, warm_start=False, verbose=0, random_state=None,

@@ -86,12 +86,14 @@ def test_inference_is_deterministic_and_batch_independent(fitted, blob):
     np.testing.assert_array_equal(fitted.transform(blob)[5:9], fitted.transform(blob[5:9]))
 
 
-def test_marginal_score_is_finite_and_deterministic(fitted, blob):
-    fitted.set_params(score_method="marginal")
+@pytest.mark.parametrize("score_method", ["marginal", "joint"])
+def test_scores_are_finite_and_deterministic(fitted, blob, score_method):
+    original = fitted.score_method
+    fitted.set_params(score_method=score_method)
     try:
         a, b = fitted.score_samples(blob), fitted.score_samples(blob)
     finally:
-        fitted.set_params(score_method="joint")
+        fitted.set_params(score_method=original)
     np.testing.assert_array_equal(a, b)
     assert np.isfinite(a).all()
 

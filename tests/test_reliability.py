@@ -344,7 +344,7 @@ def test_unfitted_estimator_pickles(est):
 @pytest.mark.parametrize("est", CLASSES)
 def test_same_random_state_same_model(fitted, est):
     a = fitted(est)
-    b = fit_quietly(make(est))
+    b = fit_quietly(make(est, score_method=a.score_method))
     assert_same_weights(a, b)
     assert_same_outputs(a, b)
     c = fit_quietly(clone(a))

@@ -1,0 +1,443 @@
+"""ADBench anomaly-detection benchmark of the skflowgen estimators against common detectors.
+
+What it measures
+    For each ADBench ``.npz`` set in DATA_DIR (``X``, ``y`` with 1 = anomaly) and each seed:
+    a 70/30 stratified train/test split (``train_test_split(stratify=y, random_state=seed)``),
+    ``make_pipeline(MinMaxScaler(), detector)`` fitted on the train part without labels, and the
+    test part scored with an anomaly score (higher = more anomalous): ``-score_samples`` for
+    scikit-learn style estimators, ``decision_function`` for PyOD detectors. Reported: AUROC and
+    average precision (x100), mean over the seeds, and the fit + score wall time. Sets with more
+    than ``--max-rows`` rows are first subsampled to that many rows (stratified, seed 0), for
+    every detector alike. This is the ADBench protocol (Han et al., NeurIPS 2022) except that
+    ADBench also resamples sets under 1,000 rows up to 1,000; we do not.
+
+    The ``-marginal`` / ``-joint`` variants only change ``score_method``, which does not enter
+    training (no early stopping by default), so they reuse the fit of their base detector in the
+    same run; their time is that fit plus their own scoring.
+
+How to run
+    python benchmarks/adbench.py /work/shared/data/adbench \
+        --detectors glf lfp iforest glf-marginal lfp-marginal --seeds 1 2 3
+
+    Per-run results go, one row per (dataset, detector, seed), to ``--raw`` (CSV, written as the
+    run goes); ``--resume`` reuses the rows already in that file instead of refitting them, so a
+    later run can add detectors to a table without refitting the others. The tables are printed
+    and written to the ``adbench`` section of ``--output`` (other sections are left alone).
+"""
+
+import argparse
+import csv
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+SECTION = "adbench"
+BELOW_IFOREST = "↓"
+SUBSAMPLED = "†"
+RAW_FIELDS = ["dataset", "detector", "seed", "n_rows", "n_features", "max_rows", "auroc", "ap",
+              "fit_s", "score_s", "time_s", "n_iter", "n_nonfinite", "warnings", "error"]
+
+
+# ---------------------------------------------------------------- detectors
+@dataclass
+class Detector:
+    """How to build one detector and read its anomaly score.
+
+    ``fit_key`` names the fitted model it scores with (detectors with the same key share one
+    fit); ``params`` are set on the fitted estimator before scoring; ``pyod`` detectors give
+    ``decision_function`` (higher = more anomalous), the others ``score_samples`` (higher = more
+    normal).
+    """
+    fit_key: str
+    make: callable
+    params: dict = field(default_factory=dict)
+    pyod: bool = False
+
+
+def _glf(seed):
+    from skflowgen import GenerativeLatentFlow
+    return GenerativeLatentFlow(random_state=seed)
+
+
+def _lfp(seed):
+    from skflowgen import LangevinFlowPriorGenerator
+    return LangevinFlowPriorGenerator(random_state=seed)
+
+
+def _iforest(seed):
+    from sklearn.ensemble import IsolationForest
+    return IsolationForest(random_state=seed)
+
+
+def _lof(seed):
+    from sklearn.neighbors import LocalOutlierFactor
+    return LocalOutlierFactor(novelty=True)
+
+
+def _ocsvm(seed):
+    from sklearn.svm import OneClassSVM
+    return OneClassSVM()
+
+
+def _gmm(seed, n_components=5):
+    from sklearn.mixture import GaussianMixture
+    return GaussianMixture(n_components=n_components, random_state=seed)
+
+
+def _ecod(seed):
+    from pyod.models.ecod import ECOD
+    return ECOD()
+
+
+def _pyod_ae(seed):
+    from pyod.models.auto_encoder import AutoEncoder
+    return AutoEncoder(random_state=seed, verbose=0)
+
+
+def _pyod_vae(seed):
+    from pyod.models.vae import VAE
+    return VAE(random_state=seed, verbose=0)
+
+
+DETECTORS = {
+    "glf": Detector("glf", _glf),
+    "glf-joint": Detector("glf", _glf, {"score_method": "joint"}),
+    "glf-marginal": Detector("glf", _glf, {"score_method": "marginal"}),
+    "lfp": Detector("lfp", _lfp),
+    "lfp-joint": Detector("lfp", _lfp, {"score_method": "joint"}),
+    "lfp-marginal": Detector("lfp", _lfp, {"score_method": "marginal"}),
+    "iforest": Detector("iforest", _iforest),
+    "lof": Detector("lof", _lof),
+    "ocsvm": Detector("ocsvm", _ocsvm),
+    "gmm": Detector("gmm", _gmm),
+    "ecod": Detector("ecod", _ecod, pyod=True),
+    "pyod-ae": Detector("pyod-ae", _pyod_ae, pyod=True),
+    "pyod-vae": Detector("pyod-vae", _pyod_vae, pyod=True),
+}
+SKFLOWGEN_KEYS = ("glf", "lfp")
+
+
+# ---------------------------------------------------------------- one run
+def anomaly_scores(pipeline, X, detector):
+    """Higher = more anomalous, whatever the library's convention."""
+    if detector.pyod:
+        return np.asarray(pipeline.decision_function(X), dtype=float)
+    return -np.asarray(pipeline.score_samples(X), dtype=float)
+
+
+def metrics(y, scores):
+    """``(AUROC, AP, number of non-finite scores)``, x100. Non-finite scores are ranked
+    (NaN as the most anomalous) rather than dropped, so a detector cannot gain from them."""
+    n_bad = int((~np.isfinite(scores)).sum())
+    if n_bad:
+        scores = rankdata(np.nan_to_num(scores, nan=np.inf))
+    return 100 * roc_auc_score(y, scores), 100 * average_precision_score(y, scores), n_bad
+
+
+def run_group(names, X_train, X_test, y_test, seed):
+    """Fit the model the detectors ``names`` share once, score each; one result dict each."""
+    first = DETECTORS[names[0]]
+    results = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            pipeline = make_pipeline(MinMaxScaler(), first.make(seed))
+            _, fit_s = _common.timed(pipeline.fit, X_train)
+        except Exception as exc:  # record and go on with the other detectors
+            traceback.print_exc()
+            return {n: {"error": f"fit: {type(exc).__name__}: {exc}"} for n in names}
+        fit_messages = sorted({f"{w.category.__name__}: {str(w.message)[:80]}" for w in caught})
+    estimator = pipeline[-1]
+    n_iter = getattr(estimator, "n_iter_", "")
+    for name in names:
+        detector = DETECTORS[name]
+        original = {k: estimator.get_params()[k] for k in detector.params}
+        estimator.set_params(**detector.params)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                scores, score_s = _common.timed(anomaly_scores, pipeline, X_test, detector)
+            auroc, ap, n_bad = metrics(y_test, scores)
+            messages = fit_messages + sorted({f"{w.category.__name__}: {str(w.message)[:80]}"
+                                             for w in caught})
+            results[name] = {"auroc": auroc, "ap": ap, "fit_s": fit_s, "score_s": score_s,
+                             "time_s": fit_s + score_s, "n_iter": n_iter, "n_nonfinite": n_bad,
+                             "warnings": " | ".join(messages)}
+        except Exception as exc:
+            traceback.print_exc()
+            results[name] = {"error": f"score: {type(exc).__name__}: {exc}"}
+        finally:
+            estimator.set_params(**original)
+    return results
+
+
+def groups_of(detectors):
+    """Requested detectors grouped by the fit they share, in the order requested."""
+    groups = {}
+    for name in detectors:
+        groups.setdefault(DETECTORS[name].fit_key, []).append(name)
+    return list(groups.values())
+
+
+def read_raw(path):
+    """Rows of an earlier raw CSV keyed by (dataset, detector, seed, max_rows)."""
+    if not Path(path).exists():
+        return {}
+    with open(path, newline="") as f:
+        return {(r["dataset"], r["detector"], r["seed"], r["max_rows"]): r
+                for r in csv.DictReader(f)}
+
+
+def warm_up(detectors):
+    """Fit and score each detector once on a small random table, untimed, so that one-off costs
+    (imports, lazy initialisation of torch and the BLAS) are not charged to the first set."""
+    X = np.random.default_rng(0).random((64, 4))
+    y = np.r_[np.zeros(58, dtype=int), np.ones(6, dtype=int)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for group in groups_of(detectors):
+            run_group(group, X, X, y, seed=0)
+
+
+def run(args):
+    """Every (dataset, seed, detector) of ``args``; returns the list of result rows."""
+    cached = read_raw(args.raw) if args.resume else {}
+    Path(args.raw).parent.mkdir(parents=True, exist_ok=True)
+    keep = [r for r in cached.values()]
+    rows, warmed = [], False
+    with open(args.raw, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RAW_FIELDS)
+        writer.writeheader()
+        for row in keep:  # keep everything already there, used in this run or not
+            writer.writerow({k: row.get(k, "") for k in RAW_FIELDS})
+        f.flush()
+        for path in _common.list_datasets(args.data_dir, args.datasets):
+            name = _common.dataset_name(path)
+            X_all, y_all = _common.load_npz(path)
+            X, y = _common.subsample(X_all, y_all, args.max_rows)
+            for seed in args.seeds:
+                key = lambda det: (name, det, str(seed), str(args.max_rows))  # noqa: E731
+                todo = [d for d in args.detectors if key(d) not in cached]
+                rows += [cached[key(d)] for d in args.detectors if key(d) in cached]
+                if not todo:
+                    continue
+                if not warmed:
+                    warm_up(args.detectors)
+                    warmed = True
+                X_train, X_test, _, y_test = _common.adbench_split(X, y, seed)
+                for group in groups_of(todo):
+                    for det, result in run_group(group, X_train, X_test, y_test, seed).items():
+                        row = {"dataset": name, "detector": det, "seed": seed,
+                               "n_rows": len(X_all), "n_features": X.shape[1],
+                               "max_rows": args.max_rows, **result}
+                        writer.writerow({k: row.get(k, "") for k in RAW_FIELDS})
+                        f.flush()
+                        rows.append(row)
+                        print(f"{name:>14} seed {seed} {det:>13}: AUROC "
+                              f"{_fmt(row.get('auroc'))} AP {_fmt(row.get('ap'))} "
+                              f"{_fmt(row.get('time_s'), 2)} s  n_iter={row.get('n_iter', '')}"
+                              + (f"  ERROR {row['error']}" if row.get("error") else ""),
+                              flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- tables
+def _fmt(value, digits=1):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if np.isnan(value) else f"{value:.{digits}f}"
+
+
+def _float(row, key):
+    try:
+        return float(row.get(key, "nan"))
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def aggregate(rows, detectors, metric):
+    """``(datasets, values[dataset, detector])``: mean of ``metric`` over seeds (NaN if any seed
+    failed)."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    values = np.full((len(datasets), len(detectors)), np.nan)
+    for i, ds in enumerate(datasets):
+        for j, det in enumerate(detectors):
+            vals = [_float(r, metric) for r in rows if r["dataset"] == ds and r["detector"] == det]
+            if vals:
+                values[i, j] = np.mean(vals)  # NaN if any seed failed
+    return datasets, values
+
+
+def published_column(data_dir, metric, detector, datasets):
+    """The published ADBench value of ``detector`` for each dataset (NaN where missing)."""
+    path = Path(data_dir) / f"published_adbench_unsup_{'aucroc' if metric == 'auroc' else 'aucpr'}.csv"
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        table = {r["dataset"].lower(): r for r in csv.DictReader(f)}
+    out = []
+    for ds in datasets:
+        try:
+            out.append(float(table[ds.lower()][detector]))
+        except (KeyError, ValueError):
+            out.append(np.nan)
+    return np.array(out)
+
+
+def score_table(rows, args, metric, subsampled):
+    """Header and rows of the AUROC or AP table, with mean and average-rank rows."""
+    detectors = args.detectors
+    datasets, values = aggregate(rows, detectors, metric)
+    iforest = detectors.index("iforest") if "iforest" in detectors else None
+    header = ["dataset"] + detectors
+    extra = []
+    for pub in args.published:
+        col = published_column(args.data_dir, metric, pub, datasets)
+        if col is not None:
+            extra.append(col)
+            header.append(f"{pub} (pub.)")
+    out = []
+    for i, ds in enumerate(datasets):
+        cells = [ds + (SUBSAMPLED if ds in subsampled else "")]
+        for j, det in enumerate(detectors):
+            cell = _fmt(values[i, j])
+            if (iforest is not None and DETECTORS[det].fit_key in SKFLOWGEN_KEYS
+                    and values[i, j] < values[i, iforest]):
+                cell += BELOW_IFOREST
+            cells.append(cell)
+        out.append(cells + [_fmt(col[i]) for col in extra])
+    means = np.nanmean(values, axis=0) if len(values) else []
+    out.append(["**mean**"] + [_fmt(m) for m in means]
+               + [_fmt(np.nanmean(col)) for col in extra])
+    ranks = _common.average_ranks(values)
+    out.append(["**average rank**"] + [_fmt(r, 2) for r in ranks] + ["" for _ in extra])
+    return header, out
+
+
+def time_table(rows, args):
+    """Mean fit + score seconds per run, a total row, and mean epochs of the skflowgen models."""
+    datasets, values = aggregate(rows, args.detectors, "time_s")
+    _, epochs = aggregate(rows, args.detectors, "n_iter")
+    header = ["dataset"] + args.detectors
+    out = []
+    for i, ds in enumerate(datasets):
+        cells = [ds]
+        for j, det in enumerate(args.detectors):
+            cell = _fmt(values[i, j], 2)
+            if DETECTORS[det].fit_key in SKFLOWGEN_KEYS and not np.isnan(epochs[i, j]):
+                cell += f" ({epochs[i, j]:.0f} ep)"
+            cells.append(cell)
+        out.append(cells)
+    out.append(["**total (all seeds)**"] + [_fmt(np.nansum(values[:, j]) * len(args.seeds), 1)
+                                            for j in range(len(args.detectors))])
+    return header, out
+
+
+def report(rows, args, subsampled, header, wall_s):
+    """Print the tables and write the ``adbench`` section of the results file; ``header`` is
+    the provenance taken when the run started, ``wall_s`` the run's wall time."""
+    auroc = score_table(rows, args, "auroc", subsampled)
+    ap = score_table(rows, args, "ap", subsampled)
+    times = time_table(rows, args)
+    for title, table in (("AUROC x100", auroc), ("Average precision x100", ap),
+                         ("Fit + score seconds per run (mean over seeds)", times)):
+        print(f"\n{title}\n" + _common.text_table(*table))
+    problems = sorted({f"{r['detector']} on {r['dataset']} (seed {r['seed']}): {r['error']}"
+                       for r in rows if r.get("error")})
+    warned = sorted({f"{r['detector']} on {r['dataset']}: {r['warnings']}"
+                     for r in rows if r.get("warnings")
+                     and DETECTORS[r["detector"]].fit_key in SKFLOWGEN_KEYS})
+    nonfinite = sorted({f"{r['detector']} on {r['dataset']} (seed {r['seed']}): "
+                        f"{r['n_nonfinite']} rows" for r in rows
+                        if str(r.get("n_nonfinite", "0")) not in ("", "0")})
+    seeds = ", ".join(map(str, args.seeds))
+    lines = [
+        "## ADBench anomaly detection", "",
+        *header[:-1], header[-1] + f", wall time of the run {wall_s / 60:.1f} min"
+        + (" (rows reused from an earlier run by --resume not counted)" if args.resume else ""),
+        "",
+        f"Protocol: per seed ({seeds}) a 70/30 stratified split, `make_pipeline(MinMaxScaler(), "
+        "detector)` fitted on the train part without labels, test part scored by `-score_samples`"
+        " (PyOD: `decision_function`); mean over seeds. Default parameters except "
+        "`random_state=seed`; `gmm` is `GaussianMixture(n_components=5)`, `lof` has "
+        "`novelty=True`. `-marginal`/`-joint` variants set `score_method` on the fitted model of "
+        "their base detector (training does not depend on it). "
+        f"{SUBSAMPLED} = set with more than {args.max_rows} rows, subsampled to {args.max_rows} "
+        "(stratified, seed 0) before splitting, for all detectors. Unlike ADBench, sets under "
+        "1,000 rows are not resampled up. "
+        f"{BELOW_IFOREST} = a skflowgen estimator below IsolationForest on that set. "
+        "`(pub.)` columns are the published ADBench numbers (their protocol), for reference; "
+        "they are not ranked. Average rank: 1 = best, over the detectors run here.", "",
+        "### AUROC (x100)", "", _common.markdown_table(*auroc), "",
+        "### Average precision (x100)", "", _common.markdown_table(*ap), "",
+        "### Fit + score time, seconds per run (mean over seeds; epochs run in brackets)", "",
+        _common.markdown_table(*times),
+    ]
+    if nonfinite:
+        lines += ["", "Non-finite anomaly scores (ranked as most anomalous):", ""]
+        lines += [f"- {p}" for p in nonfinite]
+    if problems:
+        lines += ["", "Failures:", ""] + [f"- {p}" for p in problems]
+    if warned:
+        lines += ["", "<details><summary>Warnings from the skflowgen estimators</summary>", ""]
+        lines += [f"- {w}" for w in warned] + ["", "</details>"]
+    _common.replace_section(args.output, SECTION, "\n".join(lines))
+    print(f"\nwrote the '{SECTION}' section of {args.output}; raw results in {args.raw}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data_dir", type=Path, help="folder of ADBench .npz files")
+    parser.add_argument("--detectors", nargs="+", default=["glf", "lfp", "iforest"],
+                        choices=list(DETECTORS), metavar="NAME",
+                        help=f"detectors to run, of: {', '.join(DETECTORS)}")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--datasets", nargs="+", default=None,
+                        help="dataset names to run (default: every .npz in DATA_DIR)")
+    parser.add_argument("--max-rows", type=int, default=10000,
+                        help="subsample larger sets to this many rows (stratified, seed 0)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and BLAS threads (default 1: quieter timings)")
+    parser.add_argument("--published", nargs="*", default=["IForest"],
+                        help="published ADBench columns to show for reference")
+    parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)
+    parser.add_argument("--raw", type=Path,
+                        default=Path(__file__).resolve().parent / "adbench_raw.csv",
+                        help="per-run CSV (rewritten; see --resume)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the rows of --raw for the same dataset, detector, seed and "
+                             "max-rows instead of running them again")
+    args = parser.parse_args(argv)
+    args.detectors = list(dict.fromkeys(args.detectors))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    limits = _common.limit_threads(args.threads)  # noqa: F841 (kept alive for the run)
+    subsampled = set()
+    for path in _common.list_datasets(args.data_dir, args.datasets):
+        with np.load(path) as data:
+            if len(data["y"]) > args.max_rows:
+                subsampled.add(_common.dataset_name(path))
+    header = _common.provenance(args.threads)  # now: the code imported is the code run
+    rows, wall_s = _common.timed(run, args)
+    report(rows, args, subsampled, header, wall_s)
+
+
+if __name__ == "__main__":
+    main()

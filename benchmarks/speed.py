@@ -1,0 +1,341 @@
+"""Training and scoring speed of the skflowgen estimators against PyOD's deep detectors.
+
+What it measures (all side by side in one run, by ``time.perf_counter``)
+    1. Fit seconds per epoch: ``GenerativeLatentFlow`` against PyOD's ``AutoEncoder`` and ``VAE``
+       with the same epochs, batch size and hidden widths (GLF: MLP encoder features -> 64 -> 64
+       -> d, mirrored decoder, plus the flow prior; PyOD AE: ``hidden_neuron_list=[64, 64, d]``,
+       its default batch norm and dropout; PyOD VAE: ``[64, 64]`` encoder and decoder, latent d),
+       a plain torch loop training the same autoencoder as GLF without the flow, a plain torch
+       loop running GLF's own training step on its own networks (no estimator plumbing: the
+       floor of GLF in eager torch), and ``LangevinFlowPriorGenerator`` (fewer epochs: each of its steps runs K Langevin
+       steps). The time is a whole ``fit`` divided by the epochs, so it includes each library's
+       pass over the training rows after training (PyOD's ``decision_scores_``, skflowgen's
+       ``offset_``). skflowgen models run exactly the requested epochs (no early stop).
+    2. ``score_samples`` throughput (rows per second) of GLF and LFP (both ``score_method``
+       values), PyOD AE and VAE (``decision_function``) and IsolationForest, fitted as above.
+    3. The cost of one Langevin step of LFP's inference against one plain forward + backward of
+       ``log p(x, z)`` through the same networks (DESIGN.md section 6: the package's own limit).
+
+    Each measurement is repeated ``--repeats`` times, the models taking turns within a repeat so
+    that a slow spell of a shared machine hits them alike; tables give the median and the ratios
+    of medians. Data: an ADBench set (default ``6_cardio``, min-max scaled) and a synthetic
+    10,000 x 20 table (a random linear map of 5 latent factors plus noise, min-max scaled).
+
+How to run
+    python benchmarks/speed.py [--data-dir /work/shared/data/adbench] [--datasets cardio synthetic]
+        [--epochs 20] [--lfp-epochs 5] [--batch-size 256] [--repeats 5] [--threads 1]
+        [--output benchmarks/RESULTS.md]
+
+    Writes the ``speed`` section of ``--output`` (other sections are left alone).
+"""
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.ensemble import IsolationForest
+from sklearn.preprocessing import MinMaxScaler
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator  # noqa: E402
+
+SECTION = "speed"
+HIDDEN = (64, 64)
+
+
+# ---------------------------------------------------------------- data
+def synthetic(n_rows=10_000, n_features=20, n_factors=5, seed=0):
+    """A min-max scaled table: a random linear map of Gaussian factors plus noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_rows, n_factors)) @ rng.normal(size=(n_factors, n_features))
+    X += 0.3 * rng.normal(size=X.shape)
+    return MinMaxScaler().fit_transform(X)
+
+
+def load(name, data_dir):
+    """``(label, X)`` for ``'synthetic'`` or an ADBench dataset name, min-max scaled."""
+    if name == "synthetic":
+        X = synthetic()
+        return f"synthetic {X.shape[0]}x{X.shape[1]}", X
+    (path,) = _common.list_datasets(data_dir, [name])
+    X, _ = _common.load_npz(path)
+    return f"{name} {X.shape[0]}x{X.shape[1]}", MinMaxScaler().fit_transform(X)
+
+
+def n_components_for(X):
+    """The skflowgen default latent size, used by every model here."""
+    return min(20, max(1, X.shape[1] // 2))
+
+
+# ---------------------------------------------------------------- models
+class PlainTorchAE:
+    """The floor: GLF's autoencoder (same layers) trained by a bare torch loop on MSE, no flow."""
+
+    def __init__(self, n_components, epochs, batch_size, seed):
+        self.n_components, self.epochs, self.batch_size, self.seed = (
+            n_components, epochs, batch_size, seed)
+
+    def fit(self, X):
+        generator = torch.Generator().manual_seed(self.seed)
+        x = torch.as_tensor(X, dtype=torch.float32)
+        sizes = [x.shape[1], *HIDDEN, self.n_components]
+
+        def mlp(sizes):
+            layers = []
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+                layers.append(nn.Linear(a, b))
+                if i < len(sizes) - 2:
+                    layers.append(nn.LeakyReLU(0.2))
+            return nn.Sequential(*layers)
+        self.model = nn.Sequential(mlp(sizes), mlp(sizes[::-1]))
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        for _ in range(self.epochs):
+            perm = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), self.batch_size):
+                xb = x[perm[start:start + self.batch_size]]
+                loss = (self.model(xb) - xb).square().sum(dim=1).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        return self
+
+
+class PlainTorchGLF:
+    """GLF's own computation with none of the estimator plumbing: the networks of a GLF
+    (its public ``encoder_``, ``decoder_``, ``flow_``, taken from a one-epoch fit on a few rows
+    when the object is made, untimed) trained by a bare loop on ``recon + NLL(stopgrad(z))`` with
+    the same two Adam optimizers. ``GLF / this`` is the cost of the plumbing; ``this / PyOD AE``
+    is the floor of GLF's ratio in eager torch."""
+
+    def __init__(self, X, n_components, epochs, batch_size, seed):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            glf = GenerativeLatentFlow(n_components, hidden_layer_sizes=HIDDEN, max_iter=1,
+                                       batch_size=batch_size, random_state=seed,
+                                       device="cpu").fit(X[:64])
+        self.encoder, self.decoder, self.flow = glf.encoder_, glf.decoder_, glf.flow_
+        self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
+
+    def fit(self, X):
+        generator = torch.Generator().manual_seed(self.seed)
+        x = torch.as_tensor(X, dtype=torch.float32)
+        autoencoder = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()],
+                                       lr=1e-3)
+        flow = torch.optim.Adam(self.flow.parameters(), lr=1e-3, betas=(0.8, 0.9), eps=1e-6,
+                                weight_decay=2e-5)
+        for module in (self.encoder, self.decoder, self.flow):
+            module.train()
+        for _ in range(self.epochs):
+            perm = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), self.batch_size):
+                xb = x[perm[start:start + self.batch_size]]
+                z = self.encoder(xb)
+                loss = ((self.decoder(z) - xb).square().sum(dim=1).mean()
+                        - self.flow.log_prob(z.detach()).mean())
+                autoencoder.zero_grad(set_to_none=True)
+                flow.zero_grad(set_to_none=True)
+                loss.backward()
+                autoencoder.step()
+                flow.step()
+        return self
+
+
+def make_models(X, d, epochs, lfp_epochs, batch_size, seed):
+    """``{name: (factory, epochs)}`` of the models whose fit is timed."""
+    common = dict(batch_size=batch_size, random_state=seed, device="cpu")
+    no_stop = lambda e: dict(max_iter=e, n_iter_no_change=e + 1)  # noqa: E731
+
+    def pyod_ae():
+        from pyod.models.auto_encoder import AutoEncoder
+        return AutoEncoder(epoch_num=epochs, batch_size=batch_size,
+                           hidden_neuron_list=[*HIDDEN, d], random_state=seed, verbose=0)
+
+    def pyod_vae():
+        from pyod.models.vae import VAE
+        return VAE(epoch_num=epochs, batch_size=batch_size, encoder_neuron_list=list(HIDDEN),
+                   decoder_neuron_list=list(HIDDEN[::-1]), latent_dim=d, random_state=seed,
+                   verbose=0)
+
+    return {
+        "GLF": (lambda: GenerativeLatentFlow(d, hidden_layer_sizes=HIDDEN, **no_stop(epochs),
+                                             **common), epochs),
+        "PyOD AE": (pyod_ae, epochs),
+        "PyOD VAE": (pyod_vae, epochs),
+        "plain torch AE": (lambda: PlainTorchAE(d, epochs, batch_size, seed), epochs),
+        "plain torch GLF": (lambda: PlainTorchGLF(X, d, epochs, batch_size, seed), epochs),
+        "LFP": (lambda: LangevinFlowPriorGenerator(d, hidden_layer_sizes=HIDDEN,
+                                                   **no_stop(lfp_epochs), **common), lfp_epochs),
+    }
+
+
+def fitted_epochs(model, epochs):
+    """Epochs actually run (a skflowgen fit can stop early only on divergence)."""
+    return getattr(model, "n_iter_", epochs)
+
+
+# ---------------------------------------------------------------- measurements
+def time_fits(X, models, repeats):
+    """Median seconds per epoch of each model over ``repeats`` interleaved fits; also returns
+    the last fitted instance of each."""
+    per_epoch = {name: [] for name in models}
+    fitted = {}
+    for _ in range(repeats):
+        for name, (factory, epochs) in models.items():
+            model = factory()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _, seconds = _common.timed(model.fit, X)
+            per_epoch[name].append(seconds / fitted_epochs(model, epochs))
+            fitted[name] = model
+    return {name: float(np.median(t)) for name, t in per_epoch.items()}, fitted
+
+
+def scorers(fitted, X):
+    """``{name: callable}`` scoring ``X`` with each fitted model (higher = more normal)."""
+    out = {}
+    for name in ("GLF", "LFP"):
+        model = fitted[name]
+        for method in ("joint", "marginal"):
+            out[f"{name} ({method})"] = (lambda m=model, k=method:
+                                         m.set_params(score_method=k).score_samples(X))
+    out["PyOD AE"] = lambda: -fitted["PyOD AE"].decision_function(X)
+    out["PyOD VAE"] = lambda: -fitted["PyOD VAE"].decision_function(X)
+    out["IsolationForest"] = lambda: fitted["IsolationForest"].score_samples(X)
+    return out
+
+
+def time_scoring(score_fns, n_rows, repeats):
+    """Median rows per second of each scorer (interleaved repeats, after one untimed call)."""
+    times = {name: [] for name in score_fns}
+    for fn in score_fns.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in score_fns.items():
+            times[name].append(_common.timed(fn)[1])
+    return {name: n_rows / float(np.median(t)) for name, t in times.items()}
+
+
+def time_langevin_step(lfp, X, repeats, batch_size):
+    """Seconds per step of LFP's Langevin inference and of one plain forward + backward of
+    ``log p(x, z)`` (gradient to z only) on one batch; the ratio is the loop's overhead."""
+    x = torch.as_tensor(X[:batch_size], dtype=torch.float32)
+    z0 = torch.zeros(len(x), lfp.n_components_)
+    n_steps = lfp.n_steps
+
+    def langevin():
+        lfp._infer_latent(x, None, z0.clone())
+
+    def plain():
+        for _ in range(n_steps):
+            z = z0.clone().requires_grad_(True)
+            torch.autograd.grad(lfp._log_joint(x, None, z).sum(), z)
+
+    timings = {"Langevin step": [], "plain forward+backward": []}
+    langevin(), plain()
+    for _ in range(repeats):
+        for name, fn in zip(timings, (langevin, plain)):
+            timings[name].append(_common.timed(fn)[1] / n_steps)
+    return {name: float(np.median(t)) for name, t in timings.items()}
+
+
+# ---------------------------------------------------------------- report
+def run(args, header):
+    """All measurements on every dataset; returns Markdown lines and prints as it goes."""
+    fit_rows, score_rows, step_rows, ratios = [], [], [], []
+    fit_names = score_names = None
+    for dataset in args.datasets:
+        label, X = load(dataset, args.data_dir)
+        d = n_components_for(X)
+        models = make_models(X, d, args.epochs, args.lfp_epochs, args.batch_size, seed=0)
+        # warm-up: one short fit of each, untimed (imports, lazy init)
+        time_fits(X[:512], make_models(X, d, 1, 1, args.batch_size, seed=0), repeats=1)
+        per_epoch, fitted = time_fits(X, models, args.repeats)
+        fitted["IsolationForest"] = IsolationForest(random_state=0).fit(X)
+        fit_names = list(per_epoch)
+        ae = per_epoch["PyOD AE"]
+        fit_rows.append([label, *(f"{per_epoch[n] * 1e3:.1f}" for n in fit_names),
+                         f"**{per_epoch['GLF'] / ae:.2f}**",
+                         f"{per_epoch['GLF'] / per_epoch['PyOD VAE']:.2f}",
+                         f"{per_epoch['GLF'] / per_epoch['plain torch GLF']:.2f}",
+                         f"{per_epoch['plain torch GLF'] / ae:.2f}",
+                         f"{per_epoch['LFP'] / ae:.1f}"])
+        ratios.append((label, per_epoch["GLF"] / ae))
+        print(f"{label}: ms/epoch " + ", ".join(f"{n} {per_epoch[n] * 1e3:.1f}"
+                                                for n in fit_names), flush=True)
+
+        rates = time_scoring(scorers(fitted, X), len(X), args.repeats)
+        score_names = list(rates)
+        score_rows.append([label, *(f"{rates[n]:,.0f}" for n in score_names),
+                           f"{rates['GLF (joint)'] / rates['PyOD AE']:.2f}"])
+        print(f"{label}: rows/s " + ", ".join(f"{n} {r:,.0f}" for n, r in rates.items()),
+              flush=True)
+
+        step = time_langevin_step(fitted["LFP"], X, args.repeats, args.batch_size)
+        step_rows.append([label, f"{step['Langevin step'] * 1e3:.2f}",
+                          f"{step['plain forward+backward'] * 1e3:.2f}",
+                          f"{step['Langevin step'] / step['plain forward+backward']:.2f}"])
+        print(f"{label}: Langevin step {step}", flush=True)
+
+    fit_table = (["data", *(f"{n} ms/epoch" for n in fit_names), "GLF / PyOD AE",
+                  "GLF / PyOD VAE", "GLF / plain torch GLF", "plain torch GLF / PyOD AE",
+                  "LFP / PyOD AE"], fit_rows)
+    score_table = (["data", *(f"{n} rows/s" for n in score_names),
+                    "GLF (joint) / PyOD AE"], score_rows)
+    step_table = (["data", "Langevin step ms", "plain forward+backward ms", "ratio"], step_rows)
+    for table in (fit_table, score_table, step_table):
+        print("\n" + _common.text_table(*table))
+    return [
+        "## Speed", "", *header, "",
+        f"Medians of {args.repeats} interleaved repeats (the models take turns within a repeat); "
+        f"ratios of medians, below 1 = the first is faster. Batch size {args.batch_size} for every "
+        f"model; {args.epochs} epochs ({args.lfp_epochs} for LFP, whose every step runs "
+        "`n_steps` Langevin steps); latent d = min(20, features // 2) and hidden widths "
+        f"{HIDDEN} for every model (PyOD AE: `hidden_neuron_list=[64, 64, d]` with its default "
+        "batch norm and dropout; PyOD VAE: `[64, 64]` encoder and decoder, `latent_dim=d`). "
+        "Time per epoch = whole `fit` / epochs, so it includes each library's pass over the "
+        "training rows after training. PyOD drops the last incomplete batch of each epoch "
+        "(`drop_last=True`); skflowgen trains on it.", "",
+        "### Fit time per epoch", "", _common.markdown_table(*fit_table), "",
+        "### `score_samples` throughput (PyOD: `decision_function`)", "",
+        _common.markdown_table(*score_table), "",
+        f"### LFP: one Langevin step against one plain forward + backward (batch "
+        f"{args.batch_size})", "", _common.markdown_table(*step_table),
+    ], ratios
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=_common.DEFAULT_DATA_DIR)
+    parser.add_argument("--datasets", nargs="+", default=["cardio", "synthetic"],
+                        help="ADBench dataset names and/or 'synthetic'")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--lfp-epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and BLAS threads for every model (default 1)")
+    parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    limits = _common.limit_threads(args.threads)  # noqa: F841 (kept alive for the run)
+    header = _common.provenance(args.threads)  # at the start: the code imported is the code run
+    lines, ratios = run(args, header)
+    _common.replace_section(args.output, SECTION, "\n".join(lines))
+    print(f"\nwrote the '{SECTION}' section of {args.output}")
+    for label, ratio in ratios:
+        print(f"GLF / PyOD AE fit time per epoch on {label}: {ratio:.2f} "
+              f"({'meets' if ratio <= 0.5 else 'misses'} the 0.5 goal)")
+
+
+if __name__ == "__main__":
+    main()

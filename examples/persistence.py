@@ -26,7 +26,7 @@ from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 
 torch.set_num_threads(1)  # tiny networks: one thread is as fast, and steady on a busy machine
 warnings.filterwarnings("ignore", category=ConvergenceWarning)  # epochs capped on purpose
-cfg = settings(full=dict(max_iter=10, n_rows=None), quick=dict(max_iter=1, n_rows=200))
+cfg = settings(full=dict(max_iter=10, n_rows=500), quick=dict(max_iter=1, n_rows=200))
 
 # What the fresh process runs: load each model, score the rows, save the scores.
 LOAD_AND_SCORE = """

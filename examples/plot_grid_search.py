@@ -61,7 +61,7 @@ n_components = np.array(results["param_langevinflowpriorgenerator__n_components"
 step_sizes = np.array(results["param_langevinflowpriorgenerator__step_size"], dtype=float)
 dodge = {step: 1.04 ** (i - (len(cfg.step_size) - 1) / 2)  # keeps the error bars apart
          for i, step in enumerate(cfg.step_size)}
-fig, ax = plt.subplots(figsize=(5.5, 4))
+fig, ax = plt.subplots(figsize=(7, 4))
 for step in cfg.step_size:
     rows = step_sizes == step
     ax.errorbar(n_components[rows] * dodge[step], results["mean_test_score"][rows],
@@ -74,7 +74,7 @@ ax.set(xscale="log", xticks=cfg.n_components, xticklabels=cfg.n_components,
 ax.minorticks_off()
 ax.plot(best["n_components"] * dodge[best["step_size"]], search.best_score_, "k*",
         markersize=14, label="best", zorder=3)
-ax.legend(loc="lower right")
+ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
 fig.tight_layout()
 fig.savefig("grid_search.png", dpi=90)
 print("wrote grid_search.png")

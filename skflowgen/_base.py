@@ -270,8 +270,11 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         n_features = X.shape[1]
         self.n_components_ = (self.n_components if self.n_components is not None
                               else min(20, max(1, n_features // 2)))
-        self._data_variance = float(np.nanmean(np.nanvar(X, axis=0))) if len(X) > 1 else 1.0
-        self._data_variance = max(self._data_variance, 1e-12)
+        with warnings.catch_warnings():  # an all-NaN column has no variance: count it as 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            variance = np.nanvar(X, axis=0) if len(X) > 1 else np.ones(n_features)
+        self._feature_variance = np.nan_to_num(variance)
+        self._data_variance = max(float(self._feature_variance.mean()), 1e-12)
         self._inference_seed = int(seed)
         generator = torch_generator(seed, "cpu")
         self._build_modules(generator)
@@ -480,9 +483,9 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return self._log_likelihood(x, self._decode(z), mask) + self.flow_.log_prob(z)
 
     def _posterior_scale(self):
-        """Approximate posterior std of each latent, ``(1 + sum_j v / (d sigma_j^2))^{-1/2}``,
-        with ``v`` the mean per-feature variance of the training data."""
-        ratio = self._data_variance * float((1 / self.noise_.variance).sum()) / self.n_components_
+        """Approximate posterior std of each latent, ``(1 + sum_j v_j / (d sigma_j^2))^{-1/2}``,
+        with ``v_j`` the training variance of feature j (a constant feature adds nothing)."""
+        ratio = float(np.sum(self._feature_variance / self.noise_variance_)) / self.n_components_
         return (1.0 + ratio) ** -0.5
 
     def _log_marginal(self, x, mask, z, eps):

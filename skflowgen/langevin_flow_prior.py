@@ -56,8 +56,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         an isotropic ``sigma`` (the paper: 0.3 for images in [-1, 1]).
     step_size : float, default=1.0
         Langevin step in units of the approximate posterior std
-        ``tau = (1 + sum_j v / (d sigma_j^2))^{{-1/2}}`` (features of mean
-        variance v, latent dimension d): the step is ``delta = step_size * tau``,
+        ``tau = (1 + sum_j v_j / (d sigma_j^2))^{{-1/2}}`` (v_j the training
+        variance of feature j, d the latent dimension): the step is ``delta = step_size * tau``,
         so one value suits 6 or 1,500 features. The paper's 0.1 on MNIST at
         sigma 0.3 is about 1.1 here.
     n_steps : int, default=20

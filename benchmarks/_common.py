@@ -122,7 +122,8 @@ def code_revision():
     if dirty:
         import hashlib
         diff = git("diff", "HEAD", "--", str(package))
-        commit += f" +uncommitted changes (diff sha1 {hashlib.sha1(diff.encode()).hexdigest()[:10]})"
+        digest = hashlib.sha1(diff.encode()).hexdigest()[:10]
+        commit += f" +uncommitted changes (diff sha1 {digest})"
     where = "" if package.parent == Path(__file__).resolve().parents[1] else f" from {package}"
     return f"skflowgen {skflowgen.__version__}, git {commit}{where}"
 

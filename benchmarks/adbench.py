@@ -283,7 +283,8 @@ def aggregate(rows, detectors, metric):
 
 def published_column(data_dir, metric, detector, datasets):
     """The published ADBench value of ``detector`` for each dataset (NaN where missing)."""
-    path = Path(data_dir) / f"published_adbench_unsup_{'aucroc' if metric == 'auroc' else 'aucpr'}.csv"
+    table_name = "aucroc" if metric == "auroc" else "aucpr"
+    path = Path(data_dir) / f"published_adbench_unsup_{table_name}.csv"
     if not path.exists():
         return None
     with open(path, newline="") as f:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._base import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, BaseLatentFlow
+from ._base import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, BaseLatentFlow, adam
 from .networks import make_decoder, make_encoder
 
 
@@ -128,11 +128,11 @@ class GenerativeLatentFlow(BaseLatentFlow):
                                                        else None))
 
     def _make_optimizers(self):
-        autoencoder = torch.optim.Adam(
+        autoencoder = adam(
             itertools.chain(self.encoder_.parameters(), self.decoder_.parameters()),
             lr=self.learning_rate_init)
-        flow = torch.optim.Adam(self.flow_.parameters(), lr=self.learning_rate_init,
-                                betas=(0.8, 0.9), eps=1e-6, weight_decay=2e-5)
+        flow = adam(self.flow_.parameters(), lr=self.learning_rate_init, betas=(0.8, 0.9),
+                    eps=1e-6, weight_decay=2e-5)
         return [(opt, torch.optim.lr_scheduler.StepLR(opt, step_size=50, gamma=0.5))
                 for opt in (autoencoder, flow)]
 

@@ -12,7 +12,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, BaseLatentFlow
+from ._base import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, BaseLatentFlow, adam
 from .langevin import langevin
 from .networks import make_decoder
 
@@ -133,8 +133,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
                                        self._hidden_sizes, self.image_shape, generator)
 
     def _make_optimizers(self):
-        optimizers = [torch.optim.Adam(net.parameters(), lr=self.learning_rate_init,
-                                       betas=(0.5, 0.999)) for net in (self.generator_, self.flow_)]
+        optimizers = [adam(net.parameters(), lr=self.learning_rate_init, betas=(0.5, 0.999))
+                      for net in (self.generator_, self.flow_)]
         return [(opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.998))
                 for opt in optimizers]
 

@@ -210,46 +210,61 @@ def warm_up(detectors):
             run_group(group, X, X, y, seed=0)
 
 
+_WARMED = []
+
+
+def run_task(path, max_rows, seed, group, threads, detectors):
+    """Fit and score one detector group on one (dataset, seed): the unit of parallel work.
+    Each worker process warms up every detector once (untimed) before its first task."""
+    limits = _common.limit_threads(threads)  # noqa: F841 (kept alive for the task)
+    if not _WARMED:
+        warm_up(detectors)
+        _WARMED.append(True)
+    X_all, y_all = _common.load_npz(path)
+    X, y = _common.subsample(X_all, y_all, max_rows)
+    X_train, X_test, _, y_test = _common.adbench_split(X, y, seed)
+    return [{"dataset": _common.dataset_name(path), "detector": det, "seed": seed,
+             "n_rows": len(X_all), "n_features": X.shape[1], "max_rows": max_rows, **result}
+            for det, result in run_group(group, X_train, X_test, y_test, seed).items()]
+
+
 def run(args):
-    """Every (dataset, seed, detector) of ``args``; returns the list of result rows."""
+    """Every (dataset, seed, detector) of ``args`` in ``--n-jobs`` processes, the slowest
+    groups (skflowgen's) first; returns the list of result rows."""
+    from joblib import Parallel, delayed
     cached = read_raw(args.raw) if args.resume else {}
     Path(args.raw).parent.mkdir(parents=True, exist_ok=True)
-    keep = [r for r in cached.values()]
-    rows, warmed = [], False
+    rows, tasks = [], []
+    paths = _common.list_datasets(args.data_dir, args.datasets)
+    for path in paths:
+        for seed in args.seeds:
+            key = lambda det: (_common.dataset_name(path), det, str(seed),  # noqa: E731
+                               str(args.max_rows))
+            rows += [cached[key(d)] for d in args.detectors if key(d) in cached]
+            todo = [d for d in args.detectors if key(d) not in cached]
+            tasks += [(path, args.max_rows, seed, group, args.threads, args.detectors)
+                      for group in groups_of(todo)]
+    tasks.sort(key=lambda task: DETECTORS[task[3][0]].fit_key not in SKFLOWGEN_KEYS)
     with open(args.raw, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=RAW_FIELDS)
         writer.writeheader()
-        for row in keep:  # keep everything already there, used in this run or not
+        for row in cached.values():  # keep everything already there, used in this run or not
             writer.writerow({k: row.get(k, "") for k in RAW_FIELDS})
         f.flush()
-        for path in _common.list_datasets(args.data_dir, args.datasets):
-            name = _common.dataset_name(path)
-            X_all, y_all = _common.load_npz(path)
-            X, y = _common.subsample(X_all, y_all, args.max_rows)
-            for seed in args.seeds:
-                key = lambda det: (name, det, str(seed), str(args.max_rows))  # noqa: E731
-                todo = [d for d in args.detectors if key(d) not in cached]
-                rows += [cached[key(d)] for d in args.detectors if key(d) in cached]
-                if not todo:
-                    continue
-                if not warmed:
-                    warm_up(args.detectors)
-                    warmed = True
-                X_train, X_test, _, y_test = _common.adbench_split(X, y, seed)
-                for group in groups_of(todo):
-                    for det, result in run_group(group, X_train, X_test, y_test, seed).items():
-                        row = {"dataset": name, "detector": det, "seed": seed,
-                               "n_rows": len(X_all), "n_features": X.shape[1],
-                               "max_rows": args.max_rows, **result}
-                        writer.writerow({k: row.get(k, "") for k in RAW_FIELDS})
-                        f.flush()
-                        rows.append(row)
-                        print(f"{name:>14} seed {seed} {det:>13}: AUROC "
-                              f"{_fmt(row.get('auroc'))} AP {_fmt(row.get('ap'))} "
-                              f"{_fmt(row.get('time_s'), 2)} s  n_iter={row.get('n_iter', '')}"
-                              + (f"  ERROR {row['error']}" if row.get("error") else ""),
-                              flush=True)
-    return rows
+        results = Parallel(n_jobs=args.n_jobs, return_as="generator_unordered")(
+            delayed(run_task)(*task) for task in tasks)
+        for task_rows in results:
+            for row in task_rows:
+                writer.writerow({k: row.get(k, "") for k in RAW_FIELDS})
+                rows.append(row)
+                print(f"{row['dataset']:>14} seed {row['seed']} {row['detector']:>13}: AUROC "
+                      f"{_fmt(row.get('auroc'))} AP {_fmt(row.get('ap'))} "
+                      f"{_fmt(row.get('time_s'), 2)} s  n_iter={row.get('n_iter', '')}"
+                      + (f"  ERROR {row['error']}" if row.get("error") else ""), flush=True)
+            f.flush()
+    order = {_common.dataset_name(p): i for i, p in enumerate(paths)}
+    return sorted(rows, key=lambda r: (order[r["dataset"]], int(r["seed"]),
+                                       args.detectors.index(r["detector"])))
 
 
 # ---------------------------------------------------------------- tables
@@ -412,7 +427,9 @@ def parse_args(argv=None):
     parser.add_argument("--max-rows", type=int, default=10000,
                         help="subsample larger sets to this many rows (stratified, seed 0)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch and BLAS threads (default 1: quieter timings)")
+                        help="torch and BLAS threads per process (default 1: quieter timings)")
+    parser.add_argument("--n-jobs", type=int, default=1,
+                        help="processes running (dataset, seed, detector) tasks in parallel")
     parser.add_argument("--published", nargs="*", default=["IForest"],
                         help="published ADBench columns to show for reference")
     parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)

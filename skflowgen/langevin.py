@@ -3,10 +3,14 @@
 import torch
 
 
-def langevin(log_density, z, n_steps, step_size, noise=None):
+def langevin(log_density, z, n_steps, step_size, noise=None, max_drift=None):
     """Run ``n_steps`` of Langevin dynamics on ``log_density`` from ``z``.
 
-    ``z <- z + (s^2 / 2) * grad_z log_density(z) + s * xi_k``
+    ``z <- z + clip((s^2 / 2) * grad_z log_density(z)) + s * xi_k``
+
+    where ``clip`` shortens a row's drift to the norm ``max_drift`` when it is longer: a guard
+    against stiff directions (a feature with a tiny noise variance), where a step that suits
+    the others would overshoot and run away to infinity.
 
     Each step is one forward and one backward pass of ``log_density`` for the
     whole batch. Gradients are taken with respect to ``z`` only, so no network
@@ -25,6 +29,8 @@ def langevin(log_density, z, n_steps, step_size, noise=None):
         Step size s.
     noise : torch.Tensor of shape (n_steps, n, d) or (n_steps, 1, d), optional
         Standard normal draws ``xi_k``; None runs noise-free gradient ascent.
+    max_drift : float, optional
+        Longest drift of a row in one step; None does not clip.
 
     Returns
     -------
@@ -36,7 +42,10 @@ def langevin(log_density, z, n_steps, step_size, noise=None):
         for k in range(n_steps):
             (grad,) = torch.autograd.grad(log_density(z).sum(), z)
             with torch.no_grad():
-                z.add_(grad, alpha=drift)
+                grad.mul_(drift)
+                if max_drift is not None:
+                    grad.mul_((max_drift / grad.norm(dim=1, keepdim=True)).clamp_(max=1.0))
+                z.add_(grad)
                 if noise is not None:
                     z.add_(noise[k], alpha=step_size)
     return z.detach()

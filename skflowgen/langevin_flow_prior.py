@@ -5,6 +5,7 @@ Xie, Zhu, Xu, Li and Li, "A Tale of Two Latent Flows: Learning Latent Space Norm
 with Short-run Langevin Flow for Approximate Inference", AAAI 2023.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -139,11 +140,14 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
                 for opt in optimizers]
 
     def _infer_latent(self, x, mask, z=None, noise=None):
-        """``n_steps`` of Langevin dynamics on ``log p(x, z)``; from 0 and noise-free by default."""
+        """``n_steps`` of Langevin dynamics on ``log p(x, z)``; from 0 and noise-free by default.
+        No step drifts a latent by more than ``sqrt(d)``, the radius where the ``N(0, I)``
+        reference of the prior has its mass."""
         if z is None:
             z = x.new_zeros(len(x), self.n_components_)
         return langevin(lambda z: self._log_joint(x, mask, z), z, self.n_steps,
-                        self.step_size * self._posterior_scale(), noise)
+                        self.step_size * self._posterior_scale(), noise,
+                        max_drift=math.sqrt(self.n_components_))
 
     def _train_step(self, x, mask, generator):
         shape = (len(x), self.n_components_)

@@ -35,3 +35,19 @@ def test_no_parameter_gradient_and_input_untouched():
     langevin(lambda z: -net(z).square().sum(dim=1), z0, 3, 0.1)
     assert all(p.grad is None for p in net.parameters())
     assert torch.equal(z0, torch.zeros(5, 3))
+
+
+def test_max_drift_bounds_each_step_and_keeps_a_stiff_target_finite():
+    # one direction 1e4 times stiffer than the step suits: plain steps overshoot and grow
+    # by a factor ~1e4 each, overflowing; clipped steps stay within max_drift of the start
+    target = lambda z: -0.5 * (z * torch.tensor([1.0, 100.0])).square().sum(dim=1)  # noqa: E731
+    z0 = torch.ones(3, 2)
+    assert not torch.isfinite(langevin(target, z0, 30, 0.5)).all()
+    for n_steps in (1, 30):
+        z = langevin(target, z0, n_steps, 0.5, max_drift=0.25)
+        assert torch.isfinite(z).all()
+        assert (z - z0).norm(dim=1).max() <= 0.25 * n_steps + 1e-6
+    # a drift shorter than max_drift is left as it is
+    gentle = _gaussian(torch.zeros(2), 1.0)
+    torch.testing.assert_close(langevin(gentle, z0, 5, 0.5, max_drift=10.0),
+                               langevin(gentle, z0, 5, 0.5))

@@ -1,8 +1,11 @@
 """LangevinFlowPriorGenerator behaviour: missing values, inference, noise model, model selection."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import GridSearchCV
 
@@ -115,3 +118,22 @@ def test_images_use_transposed_convolutions(digits01):
                                        n_steps=3, random_state=0, **TINY).fit(X)
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.generator_.modules())
     assert model.sample(3, random_state=0).shape == (3, 64)
+
+
+def test_a_constant_training_feature_keeps_fit_and_scores_finite(digits01):
+    # digits' border pixels are 0 in every training row: their noise variance sits at its
+    # floor, so the likelihood is very stiff along them; a test row that lights them up
+    # must get a finite, low score rather than a run-away chain
+    X = digits01[0][:500]
+    assert (X.std(axis=0) == 0).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no rollback on the way
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = LangevinFlowPriorGenerator(8, max_iter=8, random_state=0, **TINY).fit(X)
+    odd = X[:20].copy()
+    odd[:, X.std(axis=0) == 0] = 1.0
+    for method in ("joint", "marginal"):
+        model.set_params(score_method=method)
+        normal, lit = model.score_samples(X[:20]), model.score_samples(odd)
+        assert np.isfinite(normal).all() and np.isfinite(lit).all()
+        assert (lit < normal).all()

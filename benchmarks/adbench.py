@@ -362,6 +362,32 @@ def time_table(rows, args):
     return header, out
 
 
+def plot(rows, args):
+    """Heat map of the AUROC of each detector on each dataset, with the mean and the average
+    rank in the column labels; written as ``adbench.png`` beside the results file."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    datasets, values = aggregate(rows, args.detectors, "auroc")
+    ranks = _common.average_ranks(values)
+    fig, ax = plt.subplots(figsize=(1.1 * len(args.detectors) + 2, 0.35 * len(datasets) + 2))
+    image = ax.imshow(values, cmap="viridis", vmin=np.nanmin(values), vmax=100, aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
+        ax.text(j, i, _fmt(value), ha="center", va="center", fontsize=7,
+                color="white" if value < np.nanmean(values) else "black")
+    ax.set_xticks(range(len(args.detectors)),
+                  [f"{d}\nmean {m:.1f}\nrank {r:.2f}" for d, m, r in
+                   zip(args.detectors, np.nanmean(values, axis=0), ranks)], fontsize=8)
+    ax.set_yticks(range(len(datasets)), datasets, fontsize=8)
+    ax.xaxis.tick_top()
+    fig.colorbar(image, ax=ax, label="AUROC x 100")
+    fig.tight_layout()
+    path = Path(args.output).parent / "adbench.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def report(rows, args, subsampled, header, wall_s):
     """Print the tables and write the ``adbench`` section of the results file; ``header`` is
     the provenance taken when the run started, ``wall_s`` the run's wall time."""
@@ -400,7 +426,8 @@ def report(rows, args, subsampled, header, wall_s):
         "### AUROC (x100)", "", _common.markdown_table(*auroc), "",
         "### Average precision (x100)", "", _common.markdown_table(*ap), "",
         "### Fit + score time, seconds per run (mean over seeds; epochs run in brackets)", "",
-        _common.markdown_table(*times),
+        _common.markdown_table(*times), "",
+        f"![AUROC per dataset and detector]({plot(rows, args).name})",
     ]
     if nonfinite:
         lines += ["", "Non-finite anomaly scores (ranked as most anomalous):", ""]

@@ -6,9 +6,9 @@ What it measures, in one run
        for the package in this checkout and for the package at ``--baseline`` (a git revision,
        extracted with ``git archive``), each in a fresh subprocess, the two taking turns
        ``--repeats`` times; medians and the ratio after / before.
-    2. Profile of the current code: the torch operators with the most self CPU time over a GLF
-       fit and an LFP fit (``torch.profiler``), and the Python functions with the most
-       cumulative time (``cProfile``).
+    2. Profiles: the share of each fit spent in the package's and the optimizer's functions
+       (``cProfile``, cumulative), before and after; the torch operators with the most self CPU
+       time over a fit of the current code (``torch.profiler``).
     3. ``torch.compile`` of one Langevin step (``z + s^2/2 grad log p(x, z)`` with
        ``torch.func.grad``) against the package's eager loop on a 256-row chunk: the compile
        time and the steady-state time of a K-step chain.
@@ -65,19 +65,35 @@ def models(epochs, lfp_epochs):
     }
 
 
+def function_shares(fit, X, top):
+    """Share of a ``fit`` call's time (cProfile, cumulative) spent in each of the ``top`` package
+    and optimizer functions that take the most: ``{"file:function": percent}``."""
+    python = cProfile.Profile()
+    python.runcall(fit, X)
+    stats = pstats.Stats(python).stats
+    total = max(v[3] for v in stats.values())
+    rows = sorted(((v[3], k) for k, v in stats.items()
+                   if ("skflowgen" in k[0] and k[2] != "fit") or "torch/optim" in k[0]),
+                  reverse=True)
+    return {f"{Path(k[0]).name}:{k[2]}": 100 * cum / total for cum, k in rows[:top]}
+
+
 def worker(args):
-    """Time the skflowgen on ``sys.path``; print one JSON line."""
+    """Time (and with --top, profile) the skflowgen on ``sys.path``; print one JSON line."""
     _common.limit_threads(args.threads)
     _, X = load_data(args.data_dir)
     warnings.simplefilter("ignore")
     for model, _ in models(1, 1).values():  # warm up torch and the BLAS, untimed
         model.fit(X[:256]).score_samples(X[:256])
-    out = {}
+    out = {"times": {}, "shares": {}}
     for name, (model, epochs) in models(args.epochs, args.lfp_epochs).items():
         _, fit_s = _common.timed(model.fit, X)
         _, score_s = _common.timed(model.score_samples, X)
-        out[f"{name} fit ms/epoch"] = 1e3 * fit_s / epochs
-        out[f"{name} score rows/s"] = len(X) / score_s
+        out["times"][f"{name} fit ms/epoch"] = 1e3 * fit_s / epochs
+        out["times"][f"{name} score rows/s"] = len(X) / score_s
+        if args.profile:
+            fresh = models(args.epochs, args.lfp_epochs)[name][0]
+            out["shares"][name] = function_shares(fresh.fit, X, args.top)
     print(json.dumps(out))
 
 
@@ -90,27 +106,31 @@ def extract(revision, folder):
 
 
 def before_after(args):
-    """Median of each measure for (baseline, current), the two run in turn in subprocesses."""
+    """Median of each time for (baseline, current), the two run in turn in subprocesses, and
+    each one's function shares (profiled in its first run)."""
     runs = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as base:
         extract(args.baseline, base)
         paths = {"before": base, "after": str(ROOT)}
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             for which, path in paths.items():
                 env = {**os.environ, "PYTHONPATH": path}
                 cmd = [sys.executable, __file__, "--worker", "--data-dir", str(args.data_dir),
                        "--epochs", str(args.epochs), "--lfp-epochs", str(args.lfp_epochs),
-                       "--threads", str(args.threads)]
-                line = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                       "--threads", str(args.threads), "--top", str(args.top)]
+                line = subprocess.run(cmd + (["--profile"] if repeat == 0 else []), env=env,
+                                      capture_output=True, text=True,
                                       check=True).stdout.strip().splitlines()[-1]
                 runs[which].append(json.loads(line))
                 print(which, line, flush=True)
-    return {which: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-            for which, rs in runs.items()}
+    times = {which: {k: statistics.median(r["times"][k] for r in rs) for k in rs[0]["times"]}
+             for which, rs in runs.items()}
+    shares = {which: rs[0]["shares"] for which, rs in runs.items()}
+    return times, shares
 
 
-def profile_current(X, epochs, lfp_epochs, top):
-    """Top torch operators (self CPU time) and Python functions (cumulative) per model."""
+def operator_table(X, epochs, lfp_epochs, top):
+    """Per model, the torch operators with the most self CPU time over one fit."""
     from torch.profiler import ProfilerActivity, profile
     tables = {}
     for name, (model, _) in models(epochs, lfp_epochs).items():
@@ -118,17 +138,8 @@ def profile_current(X, epochs, lfp_epochs, top):
             model.fit(X)
         events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
         total = sum(e.self_cpu_time_total for e in events)
-        ops = [[f"`{e.key}`", e.count, f"{e.self_cpu_time_total / 1e3:.0f}",
-                f"{100 * e.self_cpu_time_total / total:.1f}"] for e in events[:top]]
-        python = cProfile.Profile()
-        python.runcall(models(epochs, lfp_epochs)[name][0].fit, X)
-        stats = pstats.Stats(python)
-        fit_total = max(v[3] for v in stats.stats.values())
-        rows = sorted(((v[3], k) for k, v in stats.stats.items()
-                       if "skflowgen" in k[0] or "torch/optim" in k[0]), reverse=True)
-        funcs = [[f"`{Path(k[0]).name}:{k[2]}`", f"{1e3 * cum:.0f}",
-                  f"{100 * cum / fit_total:.1f}"] for cum, k in rows[:top]]
-        tables[name] = (ops, funcs)
+        tables[name] = [[f"`{e.key}`", e.count, f"{e.self_cpu_time_total / 1e3:.0f}",
+                         f"{100 * e.self_cpu_time_total / total:.1f}"] for e in events[:top]]
     return tables
 
 
@@ -175,6 +186,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)
     args = parser.parse_args()
     if args.worker:
@@ -188,7 +200,7 @@ def main():
              f"batch_size=256, score_method='joint', a fixed number of epochs ({args.epochs} "
              f"for GLF, {args.lfp_epochs} for LFP)."]
     if args.baseline:
-        med = before_after(args)
+        med, shares = before_after(args)
         rows = [[k, f"{med['before'][k]:,.1f}", f"{med['after'][k]:,.1f}",
                  f"**{med['after'][k] / med['before'][k]:.2f}**"] for k in med["after"]]
         lines += ["", f"### Before ({args.baseline}) and after (this checkout)", "",
@@ -197,14 +209,20 @@ def main():
                   "= faster for rows/s.", "",
                   _common.markdown_table(["measure", "before", "after", "after / before"],
                                          rows)]
-    for model_name, (ops, funcs) in profile_current(X, args.epochs, args.lfp_epochs,
-                                                    args.top).items():
-        lines += ["", f"### {model_name} fit: torch operators by self CPU time", "",
-                  _common.markdown_table(["operator", "calls", "self ms", "% of self time"],
-                                         ops),
-                  "", f"### {model_name} fit: package and optimizer functions by cumulative "
-                  "time (cProfile)", "",
-                  _common.markdown_table(["function", "cumulative ms", "% of fit"], funcs)]
+        for model_name in shares["after"]:
+            funcs = list(dict.fromkeys([*shares["before"][model_name],
+                                        *shares["after"][model_name]]))
+            cell = lambda which, f: (  # noqa: E731
+                f"{shares[which][model_name][f]:.1f}" if f in shares[which][model_name] else "")
+            lines += ["", f"### {model_name} fit: share of the fit time by function (cProfile, "
+                      f"cumulative %; top {args.top} of each, blank = not in that top)", "",
+                      _common.markdown_table(["function", "before", "after"],
+                                             [[f"`{f}`", cell("before", f), cell("after", f)]
+                                              for f in funcs])]
+    for model_name, ops in operator_table(X, args.epochs, args.lfp_epochs, args.top).items():
+        lines += ["", f"### {model_name} fit: torch operators by self CPU time (this checkout)",
+                  "", _common.markdown_table(["operator", "calls", "self ms",
+                                              "% of self time"], ops)]
     if not args.no_compile:
         med, compile_s, max_diff = compile_langevin(X, 20, args.repeats)
         per_step = {k: 1e3 * v / 20 for k, v in med.items()}

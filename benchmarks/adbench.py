@@ -126,6 +126,7 @@ DETECTORS = {
     "pyod-vae": Detector("pyod-vae", _pyod_vae, pyod=True),
 }
 SKFLOWGEN_KEYS = ("glf", "lfp")
+DEFAULT_DETECTORS = ("glf", "lfp", "iforest", "lof", "ocsvm", "gmm", "ecod", "pyod-ae", "pyod-vae")
 
 
 # ---------------------------------------------------------------- one run
@@ -445,7 +446,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir", type=Path, help="folder of ADBench .npz files")
-    parser.add_argument("--detectors", nargs="+", default=["glf", "lfp", "iforest"],
+    parser.add_argument("--detectors", nargs="+", default=list(DEFAULT_DETECTORS),
                         choices=list(DETECTORS), metavar="NAME",
                         help=f"detectors to run, of: {', '.join(DETECTORS)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])

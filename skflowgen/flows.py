@@ -147,6 +147,12 @@ class CouplingFlow(nn.Module):
         u, log_det = self(z)
         return -0.5 * (u.square().sum(dim=1) + self.n_dims * _LOG_2PI) + log_det
 
+    def radius(self):
+        """Root-mean-square distance from 0 of the latents the first ActNorm is fitted to,
+        ``sqrt(sum_j mean_j^2 + std_j^2)``: the scale at which the prior has its mass."""
+        first = self.layers[0]
+        return torch.sqrt(first.bias.square().sum() + torch.exp(-2 * first.log_scale).sum())
+
     def sample(self, n_samples, generator=None):
         """Draw ``n_samples`` latents ``f^{-1}(u)``, ``u ~ N(0, I)``."""
         device = self.layers[0].bias.device

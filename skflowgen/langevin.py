@@ -29,7 +29,7 @@ def langevin(log_density, z, n_steps, step_size, noise=None, max_drift=None):
         Step size s.
     noise : torch.Tensor of shape (n_steps, n, d) or (n_steps, 1, d), optional
         Standard normal draws ``xi_k``; None runs noise-free gradient ascent.
-    max_drift : float, optional
+    max_drift : float or 0-d torch.Tensor, optional
         Longest drift of a row in one step; None does not clip.
 
     Returns

@@ -5,7 +5,6 @@ Xie, Zhu, Xu, Li and Li, "A Tale of Two Latent Flows: Learning Latent Space Norm
 with Short-run Langevin Flow for Approximate Inference", AAAI 2023.
 """
 
-import math
 import numbers
 
 import numpy as np
@@ -141,14 +140,15 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
     def _infer_latent(self, x, mask, z=None, noise=None):
         """``n_steps`` of Langevin dynamics on ``log p(x, z)``; from 0 and noise-free by default.
-        No step drifts a latent by more than ``10 sqrt(d)``, ten times the radius where the
-        ``N(0, I)`` reference of the prior has its mass: a healthy chain never comes near it,
-        one that runs away along a stiff direction stays finite."""
+        No step drifts a latent by more than ten times the prior's radius (``flow_.radius()``,
+        ``sqrt(d)`` for ``N(0, I)``): a healthy chain never comes near it, one that runs away
+        along a stiff direction stays finite. The radius follows the prior, as latents may
+        spread far beyond ``N(0, I)`` as training goes on."""
         if z is None:
             z = x.new_zeros(len(x), self.n_components_)
         return langevin(lambda z: self._log_joint(x, mask, z), z, self.n_steps,
                         self.step_size * self._posterior_scale(), noise,
-                        max_drift=10 * math.sqrt(self.n_components_))
+                        max_drift=10 * self.flow_.radius().detach())
 
     def _train_step(self, x, mask, generator):
         shape = (len(x), self.n_components_)

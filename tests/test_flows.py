@@ -1,6 +1,8 @@
 """The flow's data-dependent initialisation."""
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skflowgen.flows import ActNorm, CouplingFlow
 
@@ -18,3 +20,14 @@ def test_initialize_whitens_what_each_actnorm_sees():
             torch.testing.assert_close(out.std(0, unbiased=False), torch.ones(4), atol=1e-4,
                                        rtol=0)
         h, _ = layer(h)
+
+
+@given(shift=st.floats(-20, 20), scale=st.floats(0.01, 50), n_dims=st.integers(1, 6))
+@settings(max_examples=20, deadline=None)
+def test_radius_is_the_root_mean_square_norm_of_the_initialising_latents(shift, scale, n_dims):
+    g = torch.Generator().manual_seed(0)
+    z = shift + scale * torch.randn(400, n_dims, generator=g, dtype=torch.float64)
+    flow = CouplingFlow(n_dims, n_blocks=2, generator=g).double()
+    flow.initialize(z)
+    expected = z.square().sum(dim=1).mean().sqrt()
+    torch.testing.assert_close(flow.radius(), expected, rtol=1e-6, atol=0)

@@ -1,7 +1,7 @@
 """Helpers shared by the benchmark scripts: data loading, the ADBench split, thread limits,
 timing, machine description, Markdown tables and the sectioned ``RESULTS.md``.
 
-Not a benchmark itself; imported by ``adbench.py`` and ``speed.py``.
+Not a benchmark itself; imported by the benchmark scripts.
 """
 
 import datetime
@@ -10,6 +10,7 @@ import platform
 import re
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,6 +78,31 @@ def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - start
+
+
+def rss():
+    """Resident memory of this process in bytes (``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_growth(fn):
+    """``(result, peak resident memory growth in bytes, seconds)`` of ``fn()``: a thread samples
+    the resident memory every 5 ms; growth is over the resident memory just before the call."""
+    base, peak, done = rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.005)
+    thread = threading.Thread(target=sample)
+    thread.start()
+    start = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - start
+    done.set()
+    thread.join()
+    return result, max(peak[0], rss()) - base, seconds
 
 
 def command_line():

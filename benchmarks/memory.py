@@ -10,41 +10,13 @@ streams in chunks; the goal is under 200 MiB at 1M rows of 20 features.
 """
 
 import argparse
-import os
-import threading
-import time
 import warnings
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from _common import limit_threads, write_report
+from _common import limit_threads, peak_growth, write_report
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-def peak_growth(fn):
-    """(result, peak resident memory growth in bytes, seconds) of ``fn()``."""
-    base, peak, done = rss(), [0], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], rss())
-            time.sleep(0.005)
-    thread = threading.Thread(target=sample)
-    thread.start()
-    start = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - start
-    done.set()
-    thread.join()
-    return result, max(peak[0], rss()) - base, seconds
 
 
 def main():

@@ -16,6 +16,10 @@ What it measures (all side by side in one run, by ``time.perf_counter``)
        values), PyOD AE and VAE (``decision_function``) and IsolationForest, fitted as above.
     3. The cost of one Langevin step of LFP's inference against one plain forward + backward of
        ``log p(x, z)`` through the same networks (DESIGN.md section 6: the package's own limit).
+    4. Peak memory: the growth of the resident memory during each model's fit and during its
+       scoring of the same rows (skflowgen's default ``score_samples``, PyOD's
+       ``decision_function``), each model in a fresh process after an untimed one-epoch fit of
+       the same model on 512 rows, so that imports and lazy initialisation are not counted.
 
     Each measurement is repeated ``--repeats`` times, the models taking turns within a repeat so
     that a slow spell of a shared machine hits them alike; tables give the median and the ratios
@@ -31,8 +35,10 @@ How to run
 """
 
 import argparse
+import multiprocessing
 import sys
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -250,10 +256,41 @@ def time_langevin_step(lfp, X, repeats, batch_size):
     return {name: float(np.median(t)) for name, t in timings.items()}
 
 
+def peak_memory(dataset, name, args):
+    """``(fit MiB, scoring MiB or None)``: peak resident memory growth of ``name``'s fit on
+    ``dataset`` and of its scoring of the same rows; run in a fresh process."""
+    limits = _common.limit_threads(args.threads)  # noqa: F841 (kept alive for the call)
+    _, X = load(dataset, args.data_dir)
+    d = n_components_for(X)
+    build = lambda epochs: make_models(  # noqa: E731
+        X, d, epochs, min(epochs, args.lfp_epochs), args.batch_size, seed=0)[name][0]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build(1).fit(X[:512])
+        model = build(args.epochs)
+        _, fit_bytes, _ = _common.peak_growth(lambda: model.fit(X))
+        score = getattr(model, "score_samples", getattr(model, "decision_function", None))
+        score_bytes = None if score is None else _common.peak_growth(lambda: score(X))[1]
+    return fit_bytes / 2 ** 20, None if score_bytes is None else score_bytes / 2 ** 20
+
+
+def memory_rows(dataset, label, names, args):
+    """One table row per model: fit and scoring peak memory growth, each in a new process."""
+    rows = []
+    for name in names:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            fit_mib, score_mib = pool.submit(peak_memory, dataset, name, args).result()
+        rows.append([label, name, f"{fit_mib:.1f}",
+                     "" if score_mib is None else f"{score_mib:.1f}"])
+        print(f"{label}: {name} peak memory growth fit {fit_mib:.1f} MiB, "
+              f"scoring {score_mib} MiB", flush=True)
+    return rows
+
+
 # ---------------------------------------------------------------- report
 def run(args, header):
     """All measurements on every dataset; returns Markdown lines and prints as it goes."""
-    fit_rows, score_rows, step_rows, ratios = [], [], [], []
+    fit_rows, score_rows, step_rows, memory, ratios = [], [], [], [], []
     fit_names = score_names = None
     for dataset in args.datasets:
         label, X = load(dataset, args.data_dir)
@@ -288,6 +325,7 @@ def run(args, header):
                           f"{step['plain forward+backward'] * 1e3:.2f}",
                           f"{step['Langevin step'] / step['plain forward+backward']:.2f}"])
         print(f"{label}: Langevin step {step}", flush=True)
+        memory += memory_rows(dataset, label, fit_names, args)
 
     fit_table = (["data", *(f"{n} ms/epoch" for n in fit_names), "GLF / PyOD AE",
                   "GLF joint / PyOD AE", "GLF / PyOD VAE", "GLF / plain torch GLF",
@@ -296,7 +334,8 @@ def run(args, header):
     score_table = (["data", *(f"{n} rows/s" for n in score_names),
                     "GLF (joint) / PyOD AE"], score_rows)
     step_table = (["data", "Langevin step ms", "plain forward+backward ms", "ratio"], step_rows)
-    for table in (fit_table, score_table, step_table):
+    memory_table = (["data", "model", "fit MiB", "scoring MiB"], memory)
+    for table in (fit_table, score_table, step_table, memory_table):
         print("\n" + _common.text_table(*table))
     return [
         "## Speed", "", *header, "",
@@ -315,7 +354,12 @@ def run(args, header):
         "### `score_samples` throughput (PyOD: `decision_function`)", "",
         _common.markdown_table(*score_table), "",
         f"### LFP: one Langevin step against one plain forward + backward (batch "
-        f"{args.batch_size})", "", _common.markdown_table(*step_table),
+        f"{args.batch_size})", "", _common.markdown_table(*step_table), "",
+        "### Peak resident memory growth, fit and scoring of the same rows", "",
+        "Each model in a fresh process, after an untimed one-epoch fit of the same model on 512 "
+        "rows (imports and lazy initialisation not counted). Scoring: skflowgen's default "
+        "`score_samples` (`'marginal'`), PyOD's `decision_function`; the plain torch loops do not "
+        "score.", "", _common.markdown_table(*memory_table),
     ], ratios
 
 

@@ -42,7 +42,6 @@ from sklearn.preprocessing import MinMaxScaler
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-SECTION = "adbench"
 BELOW_IFOREST = "↓"
 SUBSAMPLED = "†"
 RAW_FIELDS = ["dataset", "detector", "seed", "n_rows", "n_features", "max_rows", "auroc", "ap",
@@ -233,7 +232,7 @@ def run(args):
     """Every (dataset, seed, detector) of ``args`` in ``--n-jobs`` processes, the slowest
     groups (skflowgen's) first; returns the list of result rows."""
     from joblib import Parallel, delayed
-    cached = read_raw(args.raw) if args.resume else {}
+    cached = read_raw(args.raw) if args.resume or args.report_only else {}
     Path(args.raw).parent.mkdir(parents=True, exist_ok=True)
     rows, tasks = [], []
     paths = _common.list_datasets(args.data_dir, args.datasets)
@@ -242,7 +241,8 @@ def run(args):
             key = lambda det: (_common.dataset_name(path), det, str(seed),  # noqa: E731
                                str(args.max_rows))
             rows += [cached[key(d)] for d in args.detectors if key(d) in cached]
-            todo = [d for d in args.detectors if key(d) not in cached]
+            todo = [] if args.report_only else [d for d in args.detectors
+                                                if key(d) not in cached]
             tasks += [(path, args.max_rows, seed, group, args.threads, args.detectors)
                       for group in groups_of(todo)]
     tasks.sort(key=lambda task: DETECTORS[task[3][0]].fit_key not in SKFLOWGEN_KEYS)
@@ -365,7 +365,7 @@ def time_table(rows, args):
 
 def plot(rows, args):
     """Heat map of the AUROC of each detector on each dataset, with the mean and the average
-    rank in the column labels; written as ``adbench.png`` beside the results file."""
+    rank in the column labels; written as ``<section>.png`` beside the results file."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -383,14 +383,14 @@ def plot(rows, args):
     ax.xaxis.tick_top()
     fig.colorbar(image, ax=ax, label="AUROC x 100")
     fig.tight_layout()
-    path = Path(args.output).parent / "adbench.png"
+    path = Path(args.output).parent / f"{args.section}.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
 def report(rows, args, subsampled, header, wall_s):
-    """Print the tables and write the ``adbench`` section of the results file; ``header`` is
+    """Print the tables and write the ``--section`` section of the results file; ``header`` is
     the provenance taken when the run started, ``wall_s`` the run's wall time."""
     auroc = score_table(rows, args, "auroc", subsampled)
     ap = score_table(rows, args, "ap", subsampled)
@@ -407,11 +407,19 @@ def report(rows, args, subsampled, header, wall_s):
                         f"{r['n_nonfinite']} rows" for r in rows
                         if str(r.get("n_nonfinite", "0")) not in ("", "0")})
     seeds = ", ".join(map(str, args.seeds))
+    fits = {(r["dataset"], r["seed"], DETECTORS[r["detector"]].fit_key): _float(r, "fit_s")
+            for r in rows}
+    scoring = [_float(r, "score_s") for r in rows]
+    core_min = (np.nansum(list(fits.values())) + np.nansum(scoring)) / 60
+    run_time = ("tables re-rendered from the raw results of earlier runs (`--report-only`)"
+                if args.report_only else f"wall time of the run {wall_s / 60:.1f} min"
+                + (" (rows reused from an earlier run by --resume not counted)"
+                   if args.resume else ""))
     lines = [
-        "## ADBench anomaly detection", "",
-        *header[:-1], header[-1] + f", wall time of the run {wall_s / 60:.1f} min"
-        + (" (rows reused from an earlier run by --resume not counted)" if args.resume else ""),
-        "",
+        args.title, "",
+        *header[:-1], header[-1] + f", {run_time}", "",
+        f"Fit + score time of every run shown, summed: {core_min:.1f} core-minutes, "
+        f"{core_min / 2:.1f} min on two cores if perfectly packed.", "",
         f"Protocol: per seed ({seeds}) a 70/30 stratified split, `make_pipeline(MinMaxScaler(), "
         "detector)` fitted on the train part without labels, test part scored by `-score_samples`"
         " (PyOD: `decision_function`); mean over seeds. Default parameters except "
@@ -438,8 +446,8 @@ def report(rows, args, subsampled, header, wall_s):
     if warned:
         lines += ["", "<details><summary>Warnings from the skflowgen estimators</summary>", ""]
         lines += [f"- {w}" for w in warned] + ["", "</details>"]
-    _common.replace_section(args.output, SECTION, "\n".join(lines))
-    print(f"\nwrote the '{SECTION}' section of {args.output}; raw results in {args.raw}")
+    _common.replace_section(args.output, args.section, "\n".join(lines))
+    print(f"\nwrote the '{args.section}' section of {args.output}; raw results in {args.raw}")
 
 
 def parse_args(argv=None):
@@ -467,6 +475,12 @@ def parse_args(argv=None):
     parser.add_argument("--resume", action="store_true",
                         help="reuse the rows of --raw for the same dataset, detector, seed and "
                              "max-rows instead of running them again")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only re-render the tables from the rows of --raw; run nothing")
+    parser.add_argument("--section", default="adbench",
+                        help="name of the RESULTS.md section to write")
+    parser.add_argument("--title", default="## ADBench anomaly detection",
+                        help="heading of that section")
     args = parser.parse_args(argv)
     args.detectors = list(dict.fromkeys(args.detectors))
     return args

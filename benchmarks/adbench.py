@@ -26,6 +26,7 @@ How to run
 """
 
 import argparse
+import ast
 import csv
 import sys
 import traceback
@@ -125,6 +126,32 @@ DETECTORS = {
     "pyod-vae": Detector("pyod-vae", _pyod_vae, pyod=True),
 }
 SKFLOWGEN_KEYS = ("glf", "lfp")
+
+
+def detector(spec):
+    """The :class:`Detector` named by ``spec``: a name of ``DETECTORS``, optionally followed
+    by estimator parameters in brackets, ``glf-joint[max_iter=10,n_components=4]``. Bracketed
+    parameters are set before fitting and are part of the fit key, so ``glf[...]`` and
+    ``glf-joint[...]`` with the same brackets share one fit."""
+    name, _, bracket = spec.partition("[")
+    if name not in DETECTORS or (bracket and not bracket.endswith("]")):
+        raise ValueError(f"unknown detector {spec!r}; names: {', '.join(DETECTORS)}")
+    base = DETECTORS[name]
+    if not bracket:
+        return base
+    params = {}
+    for item in filter(None, bracket[:-1].split(",")):
+        key, _, value = item.partition("=")
+        try:
+            params[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            params[key.strip()] = value.strip()
+    return Detector(f"{base.fit_key}[{bracket}", lambda seed: base.make(seed).set_params(**params),
+                    base.params, base.pyod)
+
+
+def is_skflowgen(spec):
+    return detector(spec).fit_key.split("[")[0] in SKFLOWGEN_KEYS
 DEFAULT_DETECTORS = ("glf", "lfp", "iforest", "lof", "ocsvm", "gmm", "ecod", "pyod-ae", "pyod-vae")
 
 
@@ -147,7 +174,7 @@ def metrics(y, scores):
 
 def run_group(names, X_train, X_test, y_test, seed):
     """Fit the model the detectors ``names`` share once, score each; one result dict each."""
-    first = DETECTORS[names[0]]
+    first = detector(names[0])
     results = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -161,13 +188,13 @@ def run_group(names, X_train, X_test, y_test, seed):
     estimator = pipeline[-1]
     n_iter = getattr(estimator, "n_iter_", "")
     for name in names:
-        detector = DETECTORS[name]
-        original = {k: estimator.get_params()[k] for k in detector.params}
-        estimator.set_params(**detector.params)
+        detector_ = detector(name)
+        original = {k: estimator.get_params()[k] for k in detector_.params}
+        estimator.set_params(**detector_.params)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                scores, score_s = _common.timed(anomaly_scores, pipeline, X_test, detector)
+                scores, score_s = _common.timed(anomaly_scores, pipeline, X_test, detector_)
             auroc, ap, n_bad = metrics(y_test, scores)
             messages = fit_messages + sorted({f"{w.category.__name__}: {str(w.message)[:80]}"
                                              for w in caught})
@@ -186,7 +213,7 @@ def groups_of(detectors):
     """Requested detectors grouped by the fit they share, in the order requested."""
     groups = {}
     for name in detectors:
-        groups.setdefault(DETECTORS[name].fit_key, []).append(name)
+        groups.setdefault(detector(name).fit_key, []).append(name)
     return list(groups.values())
 
 
@@ -245,7 +272,7 @@ def run(args):
                                                 if key(d) not in cached]
             tasks += [(path, args.max_rows, seed, group, args.threads, args.detectors)
                       for group in groups_of(todo)]
-    tasks.sort(key=lambda task: DETECTORS[task[3][0]].fit_key not in SKFLOWGEN_KEYS)
+    tasks.sort(key=lambda task: not is_skflowgen(task[3][0]))
     with open(args.raw, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=RAW_FIELDS)
         writer.writeheader()
@@ -331,7 +358,7 @@ def score_table(rows, args, metric, subsampled):
         cells = [ds + (SUBSAMPLED if ds in subsampled else "")]
         for j, det in enumerate(detectors):
             cell = _fmt(values[i, j])
-            if (iforest is not None and DETECTORS[det].fit_key in SKFLOWGEN_KEYS
+            if (iforest is not None and is_skflowgen(det)
                     and values[i, j] < values[i, iforest]):
                 cell += BELOW_IFOREST
             cells.append(cell)
@@ -354,7 +381,7 @@ def time_table(rows, args):
         cells = [ds]
         for j, det in enumerate(args.detectors):
             cell = _fmt(values[i, j], 2)
-            if DETECTORS[det].fit_key in SKFLOWGEN_KEYS and not np.isnan(epochs[i, j]):
+            if is_skflowgen(det) and not np.isnan(epochs[i, j]):
                 cell += f" ({epochs[i, j]:.0f} ep)"
             cells.append(cell)
         out.append(cells)
@@ -402,12 +429,12 @@ def report(rows, args, subsampled, header, wall_s):
                        for r in rows if r.get("error")})
     warned = sorted({f"{r['detector']} on {r['dataset']}: {r['warnings']}"
                      for r in rows if r.get("warnings")
-                     and DETECTORS[r["detector"]].fit_key in SKFLOWGEN_KEYS})
+                     and is_skflowgen(r["detector"])})
     nonfinite = sorted({f"{r['detector']} on {r['dataset']} (seed {r['seed']}): "
                         f"{r['n_nonfinite']} rows" for r in rows
                         if str(r.get("n_nonfinite", "0")) not in ("", "0")})
     seeds = ", ".join(map(str, args.seeds))
-    fits = {(r["dataset"], r["seed"], DETECTORS[r["detector"]].fit_key): _float(r, "fit_s")
+    fits = {(r["dataset"], r["seed"], detector(r["detector"]).fit_key): _float(r, "fit_s")
             for r in rows}
     scoring = [_float(r, "score_s") for r in rows]
     core_min = (np.nansum(list(fits.values())) + np.nansum(scoring)) / 60
@@ -455,8 +482,8 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir", type=Path, help="folder of ADBench .npz files")
     parser.add_argument("--detectors", nargs="+", default=list(DEFAULT_DETECTORS),
-                        choices=list(DETECTORS), metavar="NAME",
-                        help=f"detectors to run, of: {', '.join(DETECTORS)}")
+                        metavar="NAME", help=f"detectors to run, of: {', '.join(DETECTORS)}; "
+                        "parameters may follow in brackets: 'glf[max_iter=10,n_components=4]'")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--datasets", nargs="+", default=None,
                         help="dataset names to run (default: every .npz in DATA_DIR)")
@@ -483,6 +510,11 @@ def parse_args(argv=None):
                         help="heading of that section")
     args = parser.parse_args(argv)
     args.detectors = list(dict.fromkeys(args.detectors))
+    for spec in args.detectors:
+        try:
+            detector(spec)
+        except ValueError as exc:
+            parser.error(str(exc))
     return args
 
 

@@ -26,6 +26,8 @@ from .networks import GaussianNoise
 
 _STATE_FORMAT = 1
 _N_IMPORTANCE_SAMPLES = 128
+_EVAL_MEMORY = 64 * 2 ** 20  # bytes of activations per evaluation chunk
+_DRAWS_MEMORY = 16 * 2 ** 20  # bytes of the importance draws' working set per chunk
 _MAX_ROLLBACKS = 3
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -48,14 +50,24 @@ COMMON_PARAMETERS_DOC = """\
         ``log N(x; g(z~), diag(sigma^2)) + log p(z~)`` at ``z~``; cheaper (no
         extra decoder passes) but not comparable across ``n_components``.
     contamination : float in (0, 0.5], default=0.1
-        Expected fraction of outliers in the training set; sets ``offset_``.
+        Expected fraction of outliers in the training set; sets ``offset_`` and,
+        with ``support_fraction=None``, which rows each training step learns from.
+    support_fraction : float in (0, 1] or None, default=1.0
+        Trimmed maximum likelihood: each training step minimises the mean loss
+        (negative log-likelihood) of the ``support_fraction`` share of its batch
+        that the model finds most likely, so that rows it cannot explain, the
+        likely anomalies of an unlabeled training set, are not learned as normal
+        (the deep counterpart of :class:`~sklearn.covariance.MinCovDet`). None
+        uses ``1 - contamination``; 1 trains on every row. Its effect on the
+        ADBench sets is in benchmarks/RESULTS.md (section "Ablation").
     max_iter : int, default=100
         Maximum number of epochs.
     batch_size : int or 'auto', default='auto'
-        Rows per mini-batch in training and per chunk in every streamed
-        evaluation. ``'auto'`` trains on ``min(256, max(16, n_samples // 10))``
-        rows, so that even a small table gets ten or more steps per epoch, and
-        evaluates in chunks of 256.
+        Rows per training mini-batch. ``'auto'`` trains on
+        ``min(256, max(16, n_samples // 10))`` rows, so that even a small table
+        gets ten or more steps per epoch. Evaluation (scoring, ``transform``,
+        ``sample``...) streams over chunks sized by memory instead: about 64 MiB
+        of network activations each, whatever the number of rows.
     tol : float, default=1e-4
         Minimum improvement of the training loss (GLF: of its reconstruction
         error; with ``early_stopping``: of the validation score) that resets
@@ -152,7 +164,8 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
     _module_names = ()
 
     def __init__(self, n_components, *, hidden_layer_sizes, n_flow_blocks, image_shape,
-                 covariance_type, score_method, contamination, max_iter, batch_size,
+                 covariance_type, score_method, contamination, support_fraction, max_iter,
+                 batch_size,
                  learning_rate_init, tol, n_iter_no_change, early_stopping, validation_fraction,
                  warm_start, verbose, random_state, device):
         self.n_components = n_components
@@ -162,6 +175,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         self.covariance_type = covariance_type
         self.score_method = score_method
         self.contamination = contamination
+        self.support_fraction = support_fraction
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
@@ -182,6 +196,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         "score_method": [StrOptions({"joint", "marginal"})],
         "covariance_type": [StrOptions({"diag", "spherical"})],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
+        "support_fraction": [Interval(numbers.Real, 0, 1, closed="right"), None],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -237,10 +252,36 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             getattr(self, name).to(device)
         return device
 
-    @property
     def _chunk_size(self):
-        """Rows per chunk of every streamed evaluation."""
-        return 256 if self.batch_size == "auto" else self.batch_size
+        """Rows per chunk of every streamed evaluation, sized by memory rather than by the
+        training batch: a Langevin step keeps every activation of a row and its gradient
+        (``_EVAL_MEMORY`` bytes in all); the marginal score's importance draws, computed
+        without a graph, hold about two layer outputs of each draw at a time
+        (``_DRAWS_MEMORY``: larger working sets measured slower on a CPU). A power of two
+        from 16 to 65,536, so that a padded chunk takes one of a few shapes."""
+        total, widest = self._row_activations
+        rows = _EVAL_MEMORY // (4 * 2 * total)
+        if self.score_method == "marginal":
+            rows = min(rows, _DRAWS_MEMORY // (4 * 2 * _N_IMPORTANCE_SAMPLES * widest))
+        return 2 ** int(np.clip(np.log2(max(rows, 1)), 4, 16))
+
+    def _count_row_activations(self):
+        """``(sum, largest)`` of the output sizes of the networks' leaf modules in one forward
+        pass of ``log p(x, z)`` for one row."""
+        counts = []
+        leaves = [m for name in self._module_names for m in getattr(self, name).modules()
+                  if not any(m.children())]
+        hooks = [m.register_forward_hook(lambda m, i, out: counts.extend(
+            t.numel() for t in (out if isinstance(out, tuple) else (out,))))
+            for m in leaves]
+        try:
+            with torch.no_grad():
+                self._log_joint(torch.zeros(1, self.n_features_in_), None,
+                                torch.zeros(1, self.n_components_))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return max(1, sum(counts)), max(counts, default=1)
 
     @property
     def _hidden_sizes(self):
@@ -295,6 +336,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         self._inference_seed = int(seed)
         generator = torch_generator(seed, "cpu")
         self._build_modules(generator)
+        self._row_activations = self._count_row_activations()
         self.noise_.variance.fill_(self._initial_noise_variance())
         x_first = torch.from_numpy(np.array(X[:256], dtype=np.float32))
         with torch.no_grad():
@@ -408,13 +450,21 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             probe = self._log_joint(x_last, mask, self._infer_latent(x_last, mask)).sum()
         return torch.cat([totals / len(x), probe[None]]).cpu().numpy()
 
-    def _optimize(self, loss):
-        """One optimizer step of every network on ``loss``."""
+    def _optimize(self, losses):
+        """One optimizer step of every network on the trimmed mean of the per-row ``losses``:
+        the mean over the ``support_fraction`` share of the rows with the lowest loss (least
+        trimmed squares; None keeps ``1 - contamination``). Returns the untrimmed mean."""
+        support = (1 - self.contamination if self.support_fraction is None
+                   else self.support_fraction)
+        kept = max(1, math.ceil(support * len(losses)))
+        loss = losses.mean() if kept == len(losses) else \
+            torch.topk(losses, kept, largest=False, sorted=False).values.mean()
         for optimizer, _ in self._optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for optimizer, _ in self._optimizers:
             optimizer.step()
+        return losses.detach().mean()
 
     def _initial_noise_variance(self):
         """``sigma_j^2`` before training: the data variance (a model that explains nothing)."""
@@ -533,28 +583,29 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return score
 
     def _stream(self, fn, x):
-        """Yield ``fn`` of each chunk of ``x`` (array or tensor), computed on the model's
-        device without parameter gradients.
+        """Yield ``(start, fn(chunk))`` for each chunk of ``x`` (array or tensor), computed on
+        the model's device without parameter gradients.
 
-        A short last chunk is padded to the chunk size: every chunk then runs at the same
-        shape, so a row's result does not depend on the other rows of the call (small
-        matrix products round differently).
+        A short last chunk is padded to a power of two of at least 16 rows: a row's result
+        then does not depend on the other rows of the call (matrix products of fewer rows
+        round differently; from 16 rows up they agree to the bit).
         """
         device = self._device()
-        size = self._chunk_size
+        size = self._chunk_size()
         for start in range(0, len(x), size):
             chunk = x[start:start + size]
             if isinstance(chunk, np.ndarray):
                 chunk = torch.from_numpy(np.array(chunk, dtype=np.float32))
             n = len(chunk)
-            chunk = torch.nn.functional.pad(chunk.to(device), (0, 0, 0, size - n))
+            padded = max(16, 1 << (n - 1).bit_length())
+            chunk = torch.nn.functional.pad(chunk.to(device), (0, 0, 0, padded - n))
             with torch.no_grad():
-                yield fn(chunk)[:n]
+                yield start, fn(chunk)[:n]
 
     def _apply(self, fn, X):
         """:meth:`_stream` into one preallocated float64 array: memory stays flat in rows."""
         out = None
-        for start, result in zip(range(0, len(X), self._chunk_size), self._stream(fn, X)):
+        for start, result in self._stream(fn, X):
             result = result.cpu().numpy()
             if out is None:
                 out = np.empty((len(X), *result.shape[1:]), dtype=np.float64)

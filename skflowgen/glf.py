@@ -95,7 +95,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=4,
                  image_shape=None, reconstruction="mse", stop_gradient=True, beta=1.0,
                  covariance_type="diag", score_method="marginal", contamination=0.1,
-                 max_iter=100, batch_size="auto",
+                 support_fraction=1.0, max_iter=100, batch_size="auto",
                  learning_rate_init=1e-3, tol=1e-4, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.1, warm_start=False, verbose=0, random_state=None,
                  device="auto"):
@@ -103,7 +103,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
             n_components, hidden_layer_sizes=hidden_layer_sizes,
             n_flow_blocks=n_flow_blocks, image_shape=image_shape,
             covariance_type=covariance_type, score_method=score_method,
-            contamination=contamination, max_iter=max_iter, batch_size=batch_size,
+            contamination=contamination, support_fraction=support_fraction,
+            max_iter=max_iter, batch_size=batch_size,
             learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             warm_start=warm_start, verbose=verbose, random_state=random_state, device=device)
@@ -145,12 +146,10 @@ class GenerativeLatentFlow(BaseLatentFlow):
     def _train_step(self, x, mask, generator):
         z = self.encoder_(x)
         x_hat = self.decoder_(z)
-        recon = self._reconstruction_loss(x, x_hat).mean()
-        nll = -self.flow_.log_prob(z.detach() if self.stop_gradient else z).mean()
-        loss = recon + nll if self.stop_gradient else self.beta * recon + nll
-        self._optimize(loss)
-        return torch.cat([(recon + nll).detach()[None],
-                          self._residual_stats(x, x_hat.detach(), mask)])
+        recon = self._reconstruction_loss(x, x_hat)
+        nll = -self.flow_.log_prob(z.detach() if self.stop_gradient else z)
+        loss = self._optimize(recon + nll if self.stop_gradient else self.beta * recon + nll)
+        return torch.cat([loss[None], self._residual_stats(x, x_hat.detach(), mask)])
 
     def _convergence_loss(self, stats):
         """The reconstruction error: the flow's NLL moves with the codes and is not monotone."""
@@ -159,7 +158,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
     def _after_fit(self, x_train):
         squared = self._stream(lambda xb: (xb - self._decode(self._infer_latent(xb, None)))
                                .square(), x_train)
-        mean_squared = (sum(rows.sum(dim=0) for rows in squared) / len(x_train)).cpu().numpy()
+        mean_squared = (sum(rows.sum(dim=0) for _, rows in squared) / len(x_train)).cpu().numpy()
         self._set_noise_variance(mean_squared, np.ones(self.n_features_in_))
 
     def _log_likelihood(self, x, x_hat, mask):

@@ -104,7 +104,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=5,
                  image_shape=None, sigma="auto", step_size=1.0, n_steps=20,
                  covariance_type="diag", score_method="marginal", contamination=0.1,
-                 max_iter=100, batch_size="auto",
+                 support_fraction=1.0, max_iter=100, batch_size="auto",
                  learning_rate_init=4e-4, tol=1e-4, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.1, warm_start=False, verbose=0, random_state=None,
                  device="auto"):
@@ -112,7 +112,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
             n_components, hidden_layer_sizes=hidden_layer_sizes,
             n_flow_blocks=n_flow_blocks, image_shape=image_shape,
             covariance_type=covariance_type, score_method=score_method,
-            contamination=contamination, max_iter=max_iter, batch_size=batch_size,
+            contamination=contamination, support_fraction=support_fraction,
+            max_iter=max_iter, batch_size=batch_size,
             learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             warm_start=warm_start, verbose=verbose, random_state=random_state, device=device)
@@ -158,9 +159,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         x_hat = self.generator_(z)
         log_likelihood = self._log_likelihood(x, x_hat, mask)          # trains g
         log_prior = self.flow_.log_prob(z)                               # trains the flow
-        loss = -(log_likelihood + log_prior).mean()
-        self._optimize(loss)
-        return torch.cat([loss.detach()[None], self._residual_stats(x, x_hat.detach(), mask)])
+        loss = self._optimize(-(log_likelihood + log_prior))
+        return torch.cat([loss[None], self._residual_stats(x, x_hat.detach(), mask)])
 
     def _decode(self, z):
         return self.generator_(z)

@@ -481,6 +481,44 @@ def test_property_predict_flags_contamination_share(est, contamination, n_rows):
         np.testing.assert_array_equal(clone(model).fit_predict(data), labels)
 
 
+@pytest.mark.parametrize("est", CLASSES)
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(losses=arrays(np.float32, st.integers(1, 50), elements=st.floats(-1e3, 1e3, width=32),
+                     unique=True),
+       support=st.one_of(st.none(), st.floats(0.01, 1.0)), contamination=st.floats(0.01, 0.5))
+def test_property_trimmed_loss_trains_on_the_most_likely_rows(est, losses, support,
+                                                              contamination):
+    """Each step's gradient reaches exactly the ceil(support * n) rows of lowest loss (support
+    defaults to 1 - contamination), each with weight 1 / kept; the step reports the mean loss."""
+    model = make(est, support_fraction=support, contamination=contamination)
+    model._optimizers = []  # the step itself, without networks to update
+    rows = torch.tensor(losses, requires_grad=True)
+    reported = model._optimize(rows)
+    kept = math.ceil((1 - contamination if support is None else support) * len(losses))
+    expected = np.zeros(len(losses))
+    expected[np.argsort(rows.detach().numpy(), kind="stable")[:kept]] = 1 / kept
+    np.testing.assert_allclose(rows.grad.numpy(), expected, rtol=1e-6)
+    assert reported.item() == pytest.approx(rows.detach().mean().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_trimmed_fit_leaves_planted_outliers_unlearned(est):
+    """Rows far from a tight cluster, 10% of the training set: a fit trimmed at the
+    contamination share never trains on them, so it scores them lower than a fit on all rows
+    does, relative to the cluster."""
+    rng = np.random.RandomState(1)
+    inliers = 0.1 * rng.randn(180, N_FEATURES)
+    outliers = 3.0 + 0.1 * rng.randn(20, N_FEATURES)
+    data = np.vstack([inliers, outliers])
+    gaps = {}
+    for support in (None, 1.0):
+        model = fit_quietly(make(est, contamination=0.1, support_fraction=support, max_iter=30,
+                                 batch_size=50, score_method="joint"), data)
+        scores = model.score_samples(data)
+        gaps[support] = np.median(scores[:180]) - np.median(scores[180:])
+    assert gaps[None] > gaps[1.0] > 0
+
+
 # ================================================================ properties: the flow
 def make_flow(d, n_blocks, seed, scale, batch):
     """A flow with non-trivial couplings and ActNorm initialised from ``batch``, in eval mode."""

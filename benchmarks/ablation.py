@@ -1,0 +1,135 @@
+"""Ablation of the skflowgen defaults on ADBench: each factor's effect on mean AUROC and AP.
+
+What it reports
+    The per-run rows of ``adbench.py`` runs whose detectors carry parameters in brackets
+    (``glf-joint[max_iter=10,n_components=4]``) are grouped into variants. A variant's factors
+    are its bracketed parameters plus ``score_method`` (``-joint`` / ``-marginal`` / default).
+    For every variant: mean AUROC and AP over the datasets (each the mean over seeds), its
+    average rank among the variants of the same model, and the number of datasets where it is
+    more than 15 AUROC points below IsolationForest (read from the same raw files). For every
+    factor and pair of its levels: the mean change of the variants' mean AUROC and AP between
+    the two levels, over all pairs of variants that differ in that factor alone (main effect,
+    averaged over the other factors), with the number of such pairs.
+
+    Only datasets on which every variant of a model has all its seeds enter that model's
+    tables, so the variants are compared on the same sets.
+
+How to run
+    python benchmarks/adbench.py ../shared/data/adbench --n-jobs 2 --raw benchmarks/ablation_raw.csv \
+        --output /tmp/ablation.md --resume --detectors 'glf[max_iter=10]' 'glf-joint[max_iter=10]' ...
+    python benchmarks/ablation.py benchmarks/ablation_raw.csv benchmarks/adbench_raw.csv
+"""
+
+import argparse
+import csv
+import itertools
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+from adbench import detector  # noqa: E402
+
+
+def factors_of(spec):
+    """``(model, {factor: level})`` of a detector spec; the score method is a factor too."""
+    name, _, bracket = spec.partition("[")
+    params = dict(item.split("=", 1) for item in filter(None, bracket.rstrip("]").split(",")))
+    base = detector(name)
+    params["score_method"] = base.params.get("score_method", "default")
+    return base.fit_key, params
+
+
+def read_rows(paths):
+    rows = []
+    for path in paths:
+        with open(path, newline="") as f:
+            rows += [r for r in csv.DictReader(f) if not r.get("error")]
+    return rows
+
+
+def per_dataset(rows, metric):
+    """``{detector: {dataset: [values over seeds]}}``."""
+    table = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        table[r["detector"]][r["dataset"]].append(float(r[metric]))
+    return table
+
+
+def summarise(rows, model, seeds):
+    """Variant rows and factor-effect rows of one model."""
+    auroc, ap = per_dataset(rows, "auroc"), per_dataset(rows, "ap")
+    variants = [d for d in auroc if "[" in d and factors_of(d)[0] == model]
+    if not variants:
+        return None
+    complete = lambda det, ds: len(auroc[det].get(ds, [])) >= seeds  # noqa: E731
+    datasets = sorted(ds for ds in auroc["iforest"]
+                      if all(complete(v, ds) for v in variants) and complete("iforest", ds))
+    mean = lambda table, det: np.array([np.mean(table[det][ds]) for ds in datasets])  # noqa
+    scores = {v: (mean(auroc, v), mean(ap, v)) for v in variants}
+    iforest = mean(auroc, "iforest")
+    ranks = _common.average_ranks(np.column_stack([scores[v][0] for v in variants]))
+    levels = {v: factors_of(v)[1] for v in variants}
+    names = sorted({k for lv in levels.values() for k in lv})
+    variant_rows = sorted(
+        ([*(levels[v].get(k, "") for k in names), f"{scores[v][0].mean():.1f}",
+          f"{scores[v][1].mean():.1f}", f"{rank:.2f}",
+          str(int(np.sum(scores[v][0] < iforest - 15)))]
+         for v, rank in zip(variants, ranks)), key=lambda row: -float(row[len(names)]))
+    effect_rows = []
+    for name in names:
+        others = [k for k in names if k != name]
+        by_rest = defaultdict(dict)
+        for v in variants:
+            by_rest[tuple(levels[v].get(k) for k in others)][levels[v].get(name)] = v
+        for a, b in itertools.combinations(sorted({levels[v].get(name) for v in variants},
+                                                  key=str), 2):
+            pairs = [(g[a], g[b]) for g in by_rest.values() if a in g and b in g]
+            if pairs:
+                d_roc = np.mean([scores[y][0].mean() - scores[x][0].mean() for x, y in pairs])
+                d_ap = np.mean([scores[y][1].mean() - scores[x][1].mean() for x, y in pairs])
+                effect_rows.append([name, f"{a} -> {b}", f"{d_roc:+.1f}", f"{d_ap:+.1f}",
+                                    str(len(pairs))])
+    return (names, variant_rows, effect_rows, datasets, iforest.mean(),
+            mean(ap, "iforest").mean())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("raw", nargs="+", type=Path, help="raw CSV files of adbench.py runs")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds a dataset needs to count")
+    parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)
+    parser.add_argument("--section", default="ablation")
+    parser.add_argument("--notes", type=Path, help="Markdown text to put under the tables")
+    args = parser.parse_args(argv)
+    rows = read_rows(args.raw)
+    lines = ["## Ablation of the defaults on ADBench", "", *_common.provenance(), ""]
+    for model in ("glf", "lfp"):
+        summary = summarise(rows, model, args.seeds)
+        if summary is None:
+            continue
+        names, variant_rows, effect_rows, datasets, if_roc, if_ap = summary
+        lines += [
+            f"### {model.upper()}: variants", "",
+            f"{len(datasets)} datasets with all {args.seeds} seeds for every variant "
+            f"({', '.join(datasets)}); IsolationForest on the same sets: AUROC {if_roc:.1f}, "
+            f"AP {if_ap:.1f}. `< IF-15`: sets more than 15 AUROC points below IsolationForest.",
+            "", _common.markdown_table([*names, "AUROC", "AP", "rank", "< IF-15"],
+                                       variant_rows), "",
+            f"### {model.upper()}: factor effects (mean change between levels, other factors "
+            "matched)", "",
+            _common.markdown_table(["factor", "levels", "AUROC", "AP", "pairs"], effect_rows),
+            ""]
+    if args.notes:
+        lines += [args.notes.read_text().strip(), ""]
+    body = "\n".join(lines)
+    print(body)
+    _common.replace_section(args.output, args.section, body)
+
+
+if __name__ == "__main__":
+    main()

@@ -252,16 +252,16 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             getattr(self, name).to(device)
         return device
 
-    def _chunk_size(self):
+    def _chunk_size(self, marginal=False):
         """Rows per chunk of every streamed evaluation, sized by memory rather than by the
         training batch: a Langevin step keeps every activation of a row and its gradient
         (``_EVAL_MEMORY`` bytes in all); the marginal score's importance draws, computed
         without a graph, hold about two layer outputs of each draw at a time
-        (``_DRAWS_MEMORY``: larger working sets measured slower on a CPU). A power of two
-        from 16 to 65,536, so that a padded chunk takes one of a few shapes."""
+        (``_DRAWS_MEMORY``, with ``marginal``: larger working sets measured slower on a
+        CPU). A power of two from 16 to 65,536."""
         total, widest = self._row_activations
         rows = _EVAL_MEMORY // (4 * 2 * total)
-        if self.score_method == "marginal":
+        if marginal:
             rows = min(rows, _DRAWS_MEMORY // (4 * 2 * _N_IMPORTANCE_SAMPLES * widest))
         return 2 ** int(np.clip(np.log2(max(rows, 1)), 4, 16))
 
@@ -403,7 +403,8 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                 criterion = self._convergence_loss(stats)
                 if x_val is not None:
                     self.validation_scores_.append(
-                        float(self._apply(self._scorer(x_val.device), x_val).mean()))
+                        float(self._apply(self._scorer(x_val.device), x_val,
+                                         self.score_method == "marginal").mean()))
                     criterion = -self.validation_scores_[-1]
                 if self.verbose:
                     line = f"Epoch {self.n_iter_}, loss = {self.loss_curve_[-1]:.6g}"
@@ -535,10 +536,14 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
 
     # ------------------------------------------------------------ the model's densities
     def _observed(self, x):
-        """Split ``x`` into (values with NaN set to 0, mask of observed entries or None)."""
+        """Split ``x`` into (values with NaN set to 0, mask of observed entries), or
+        ``(x, None)`` when nothing is missing: the densities then skip the masking (one check
+        per batch, outside the Langevin loop)."""
         if not self._allow_nan:
             return x, None
         mask = ~torch.isnan(x)
+        if mask.all():
+            return x, None
         return torch.where(mask, x, 0.0), mask
 
     def _log_likelihood(self, x, x_hat, mask):
@@ -582,30 +587,32 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             return self._log_marginal(xb, mask, z, eps)
         return score
 
-    def _stream(self, fn, x):
+    def _stream(self, fn, x, marginal=False):
         """Yield ``(start, fn(chunk))`` for each chunk of ``x`` (array or tensor), computed on
-        the model's device without parameter gradients.
+        the model's device without parameter gradients, in chunks of :meth:`_chunk_size`
+        rows (``marginal``: ``fn`` is the marginal score).
 
-        A short last chunk is padded to a power of two of at least 16 rows: a row's result
-        then does not depend on the other rows of the call (matrix products of fewer rows
-        round differently; from 16 rows up they agree to the bit).
+        A short last chunk is padded to a multiple of 16 rows: a row's result then does not
+        depend on the other rows of the call (matrix products of fewer than about 12 rows
+        round differently; from 16 rows up the CPU kernels agree to the bit whatever the
+        number of rows, which the scikit-learn subset-invariance checks verify).
         """
         device = self._device()
-        size = self._chunk_size()
+        size = self._chunk_size(marginal)
         for start in range(0, len(x), size):
             chunk = x[start:start + size]
             if isinstance(chunk, np.ndarray):
                 chunk = torch.from_numpy(np.array(chunk, dtype=np.float32))
             n = len(chunk)
-            padded = max(16, 1 << (n - 1).bit_length())
+            padded = -(-n // 16) * 16
             chunk = torch.nn.functional.pad(chunk.to(device), (0, 0, 0, padded - n))
             with torch.no_grad():
                 yield start, fn(chunk)[:n]
 
-    def _apply(self, fn, X):
+    def _apply(self, fn, X, marginal=False):
         """:meth:`_stream` into one preallocated float64 array: memory stays flat in rows."""
         out = None
-        for start, result in self._stream(fn, X):
+        for start, result in self._stream(fn, X, marginal):
             result = result.cpu().numpy()
             if out is None:
                 out = np.empty((len(X), *result.shape[1:]), dtype=np.float64)
@@ -630,7 +637,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         """
         check_is_fitted(self)
         X = self._validate_input(X, reset=False)
-        return self._apply(self._scorer(self._device()), X)
+        return self._apply(self._scorer(self._device()), X, self.score_method == "marginal")
 
     def score(self, X, y=None):
         """Mean of :meth:`score_samples`, so that model selection needs no scorer.

@@ -184,6 +184,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
         def fill(xb):
             x, mask = self._observed(xb)
+            if mask is None:  # nothing missing in this chunk
+                return xb
             return torch.where(mask, xb, self._decode(self._infer_latent(x, mask)))
         filled = self._apply(fill, X)
         return np.where(np.isnan(X), filled, X)

@@ -11,13 +11,14 @@ What it reports
     the two levels, over all pairs of variants that differ in that factor alone (main effect,
     averaged over the other factors), with the number of such pairs.
 
-    Only datasets on which every variant of a model has all its seeds enter that model's
-    tables, so the variants are compared on the same sets.
+    Only variants that ran every seed (``--seeds``) on every dataset where IsolationForest did
+    enter a table, so the variants are compared on the same runs.
 
 How to run
     python benchmarks/adbench.py ../shared/data/adbench --n-jobs 2 --raw benchmarks/ablation_raw.csv \
         --output /tmp/ablation.md --resume --detectors 'glf[max_iter=10]' 'glf-joint[max_iter=10]' ...
-    python benchmarks/ablation.py benchmarks/ablation_raw.csv benchmarks/adbench_raw.csv
+    python benchmarks/ablation.py benchmarks/ablation_raw.csv benchmarks/adbench_raw.csv \
+        --match max_iter=10 score_method=joint
 """
 
 import argparse
@@ -39,15 +40,16 @@ def factors_of(spec):
     name, _, bracket = spec.partition("[")
     params = dict(item.split("=", 1) for item in filter(None, bracket.rstrip("]").split(",")))
     base = detector(name)
-    params["score_method"] = base.params.get("score_method", "default")
+    params.setdefault("score_method", base.params.get("score_method", "default"))
     return base.fit_key, params
 
 
-def read_rows(paths):
+def read_rows(paths, seeds):
     rows = []
     for path in paths:
         with open(path, newline="") as f:
-            rows += [r for r in csv.DictReader(f) if not r.get("error")]
+            rows += [r for r in csv.DictReader(f)
+                     if not r.get("error") and int(r["seed"]) in seeds]
     return rows
 
 
@@ -59,15 +61,17 @@ def per_dataset(rows, metric):
     return table
 
 
-def summarise(rows, model, seeds):
-    """Variant rows and factor-effect rows of one model."""
+def summarise(rows, model, n_seeds, match):
+    """Variant rows and factor-effect rows of one model: the variants (detector specs with
+    brackets containing every string of ``match``) that ran every seed on every dataset where
+    IsolationForest did."""
     auroc, ap = per_dataset(rows, "auroc"), per_dataset(rows, "ap")
-    variants = [d for d in auroc if "[" in d and factors_of(d)[0] == model]
-    if not variants:
+    complete = lambda det, ds: len(auroc[det].get(ds, [])) >= n_seeds  # noqa: E731
+    datasets = sorted(ds for ds in auroc["iforest"] if complete("iforest", ds))
+    variants = [d for d in auroc if "[" in d and factors_of(d)[0] == model
+                and all(m in d for m in match) and all(complete(d, ds) for ds in datasets)]
+    if not variants or not datasets:
         return None
-    complete = lambda det, ds: len(auroc[det].get(ds, [])) >= seeds  # noqa: E731
-    datasets = sorted(ds for ds in auroc["iforest"]
-                      if all(complete(v, ds) for v in variants) and complete("iforest", ds))
     mean = lambda table, det: np.array([np.mean(table[det][ds]) for ds in datasets])  # noqa
     scores = {v: (mean(auroc, v), mean(ap, v)) for v in variants}
     iforest = mean(auroc, "iforest")
@@ -101,22 +105,26 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("raw", nargs="+", type=Path, help="raw CSV files of adbench.py runs")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds a dataset needs to count")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3],
+                        help="seeds to use; a variant counts if it ran all of them everywhere")
+    parser.add_argument("--match", nargs="*", default=[],
+                        help="only variants whose spec contains each of these strings")
+    parser.add_argument("--title", default="## Ablation of the defaults on ADBench")
     parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)
     parser.add_argument("--section", default="ablation")
     parser.add_argument("--notes", type=Path, help="Markdown text to put under the tables")
     args = parser.parse_args(argv)
-    rows = read_rows(args.raw)
-    lines = ["## Ablation of the defaults on ADBench", "", *_common.provenance(), ""]
+    rows = read_rows(args.raw, set(args.seeds))
+    lines = [args.title, "", *_common.provenance(), ""]
     for model in ("glf", "lfp"):
-        summary = summarise(rows, model, args.seeds)
+        summary = summarise(rows, model, len(args.seeds), args.match)
         if summary is None:
             continue
         names, variant_rows, effect_rows, datasets, if_roc, if_ap = summary
         lines += [
             f"### {model.upper()}: variants", "",
-            f"{len(datasets)} datasets with all {args.seeds} seeds for every variant "
-            f"({', '.join(datasets)}); IsolationForest on the same sets: AUROC {if_roc:.1f}, "
+            f"{len(datasets)} datasets, seeds {', '.join(map(str, args.seeds))}, mean over "
+            f"seeds; IsolationForest on the same runs: AUROC {if_roc:.1f}, "
             f"AP {if_ap:.1f}. `< IF-15`: sets more than 15 AUROC points below IsolationForest.",
             "", _common.markdown_table([*names, "AUROC", "AP", "rank", "< IF-15"],
                                        variant_rows), "",

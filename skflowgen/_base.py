@@ -762,6 +762,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             self._build_modules(torch_generator(0, "cpu"))
             self._optimizers = self._make_optimizers()
             self._load_state(saved)
+            self._row_activations = self._count_row_activations()  # also for older pickles
         except Exception as exc:  # a corrupt or foreign blob: say what failed
             raise ValueError(f"Could not restore the networks of this pickled "
                              f"{type(self).__name__}: {exc}") from exc

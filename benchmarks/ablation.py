@@ -125,7 +125,9 @@ def main(argv=None):
             f"### {model.upper()}: variants", "",
             f"{len(datasets)} datasets, seeds {', '.join(map(str, args.seeds))}, mean over "
             f"seeds; IsolationForest on the same runs: AUROC {if_roc:.1f}, "
-            f"AP {if_ap:.1f}. `< IF-15`: sets more than 15 AUROC points below IsolationForest.",
+            f"AP {if_ap:.1f}. `rank`: average rank among the variants of this table; `< IF-15`: "
+            "sets more than 15 AUROC points below IsolationForest; `support_fraction` None is "
+            "`1 - contamination` (0.9).",
             "", _common.markdown_table([*names, "AUROC", "AP", "rank", "< IF-15"],
                                        variant_rows), "",
             f"### {model.upper()}: factor effects (mean change between levels, other factors "

@@ -16,7 +16,7 @@ What it measures
     same run; their time is that fit plus their own scoring.
 
 How to run
-    python benchmarks/adbench.py /work/shared/data/adbench \
+    python benchmarks/adbench.py ../shared/data/adbench \
         --detectors glf lfp iforest glf-marginal lfp-marginal --seeds 1 2 3
 
     Per-run results go, one row per (dataset, detector, seed), to ``--raw`` (CSV, written as the

@@ -81,7 +81,7 @@ def main():
         f"{args.repeats} interleaved repeats.",
         ["implementation", "seconds", "rows / s"], rows,
         f"**Ratio skflowgen / plain torch: {ratio:.3f}** (goal: at most 1.10). One Langevin "
-        f"step of a {chunk}-row chunk: {per_step_us:.0f} us. Largest difference "
+        f"step of one chunk ({min(chunk, len(X))} rows): {per_step_us:.0f} us. Largest difference "
         f"between the two latents: {max_diff:.2e}.")
 
 

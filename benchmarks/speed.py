@@ -27,7 +27,7 @@ What it measures (all side by side in one run, by ``time.perf_counter``)
     10,000 x 20 table (a random linear map of 5 latent factors plus noise, min-max scaled).
 
 How to run
-    python benchmarks/speed.py [--data-dir /work/shared/data/adbench] [--datasets cardio synthetic]
+    python benchmarks/speed.py [--data-dir ../shared/data/adbench] [--datasets cardio synthetic]
         [--epochs 20] [--lfp-epochs 5] [--batch-size 256] [--repeats 5] [--threads 1]
         [--output benchmarks/RESULTS.md]
 

@@ -63,6 +63,39 @@ def adbench_split(X, y, seed, test_size=0.3):
     return train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
 
 
+def parse_params(text):
+    """Estimator parameters from ``"a=1,b='x',c=None"``: each value as a Python literal, or as
+    a plain string where it is none (``covariance_type=spherical``)."""
+    import ast
+    params = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            params[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            params[key.strip()] = value.strip()
+    return params
+
+
+def probe_parser(doc):
+    """The arguments the single-model probes share: the data folder, the sets, the estimator
+    (``--model glf|lfp``) and its parameters (``--params``, see :func:`parse_params`)."""
+    import argparse
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--datasets", nargs="+", default=None)
+    parser.add_argument("--model", choices=["glf", "lfp"], default="glf")
+    parser.add_argument("--params", default="", help="estimator parameters, 'a=1,b=\"x\"'")
+    return parser
+
+
+def estimator_class(model):
+    """``'glf'`` or ``'lfp'`` to the skflowgen estimator class."""
+    from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
+    return GenerativeLatentFlow if model == "glf" else LangevinFlowPriorGenerator
+
+
 # ---------------------------------------------------------------- environment and timing
 def limit_threads(n_threads):
     """Limit torch and the BLAS/OpenMP pools to ``n_threads`` (fair, quieter timings on a shared

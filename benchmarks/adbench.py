@@ -26,7 +26,6 @@ How to run
 """
 
 import argparse
-import ast
 import csv
 import sys
 import traceback
@@ -139,13 +138,7 @@ def detector(spec):
     base = DETECTORS[name]
     if not bracket:
         return base
-    params = {}
-    for item in filter(None, bracket[:-1].split(",")):
-        key, _, value = item.partition("=")
-        try:
-            params[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            params[key.strip()] = value.strip()
+    params = _common.parse_params(bracket[:-1])
     return Detector(f"{base.fit_key}[{bracket}", lambda seed: base.make(seed).set_params(**params),
                     base.params, base.pyod)
 

@@ -14,8 +14,6 @@ How to run
         --params "max_iter=10,score_method='joint',covariance_type='spherical'"
 """
 
-import argparse
-import ast
 import sys
 import warnings
 from pathlib import Path
@@ -43,20 +41,13 @@ def probe(cls, params, members, X_train, X_test, y_test, seed):
 
 
 def main(argv=None):
-    from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data_dir", type=Path)
-    parser.add_argument("--datasets", nargs="+", default=None)
-    parser.add_argument("--model", choices=["glf", "lfp"], default="glf")
+    parser = _common.probe_parser(__doc__)
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
-    parser.add_argument("--params", default="", help="estimator parameters, 'a=1,b=\"x\"'")
     args = parser.parse_args(argv)
     _limits = _common.limit_threads(1)  # noqa: F841
-    params = {k: ast.literal_eval(v) for k, v in
-              (item.split("=", 1) for item in filter(None, args.params.split(",")))}
-    cls = GenerativeLatentFlow if args.model == "glf" else LangevinFlowPriorGenerator
+    params = _common.parse_params(args.params)
+    cls = _common.estimator_class(args.model)
     print(_common.command_line())
     results = []
     for path in _common.list_datasets(args.data_dir, args.datasets):

@@ -12,8 +12,6 @@ How to run
         --model glf --epochs 60 --params "covariance_type='spherical'"
 """
 
-import argparse
-import ast
 import sys
 import warnings
 from pathlib import Path
@@ -42,20 +40,13 @@ def curve(model, X_fit, X_val, X_test, y_test, epochs):
 
 
 def main(argv=None):
-    from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data_dir", type=Path)
-    parser.add_argument("--datasets", nargs="+", default=None)
-    parser.add_argument("--model", choices=["glf", "lfp"], default="glf")
+    parser = _common.probe_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--params", default="", help="estimator parameters, 'a=1,b=\"x\"'")
     parser.add_argument("--every", type=int, default=5, help="print every k-th epoch")
     args = parser.parse_args(argv)
     _limits = _common.limit_threads(1)  # noqa: F841
-    params = {k: ast.literal_eval(v) for k, v in
-              (item.split("=", 1) for item in filter(None, args.params.split(",")))}
-    cls = GenerativeLatentFlow if args.model == "glf" else LangevinFlowPriorGenerator
+    params = _common.parse_params(args.params)
+    cls = _common.estimator_class(args.model)
     print(_common.command_line())
     for path in _common.list_datasets(args.data_dir, args.datasets):
         X, y = _common.subsample(*_common.load_npz(path), 10000)

@@ -403,8 +403,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                 criterion = self._convergence_loss(stats)
                 if x_val is not None:
                     self.validation_scores_.append(
-                        float(self._apply(self._scorer(x_val.device), x_val,
-                                         self.score_method == "marginal").mean()))
+                        float(self._score_rows(x_val).mean()))
                     criterion = -self.validation_scores_[-1]
                 if self.verbose:
                     line = f"Epoch {self.n_iter_}, loss = {self.loss_curve_[-1]:.6g}"
@@ -587,6 +586,11 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             return self._log_marginal(xb, mask, z, eps)
         return score
 
+    def _score_rows(self, x):
+        """:meth:`score_samples` of validated rows (array or tensor), streamed in the chunks
+        that suit ``score_method``."""
+        return self._apply(self._scorer(self._device()), x, self.score_method == "marginal")
+
     def _stream(self, fn, x, marginal=False):
         """Yield ``(start, fn(chunk))`` for each chunk of ``x`` (array or tensor), computed on
         the model's device without parameter gradients, in chunks of :meth:`_chunk_size`
@@ -637,7 +641,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         """
         check_is_fitted(self)
         X = self._validate_input(X, reset=False)
-        return self._apply(self._scorer(self._device()), X, self.score_method == "marginal")
+        return self._score_rows(X)
 
     def score(self, X, y=None):
         """Mean of :meth:`score_samples`, so that model selection needs no scorer.

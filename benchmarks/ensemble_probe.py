@@ -5,8 +5,9 @@ What it measures
     of one estimator are fitted with different ``random_state`` values. Each member's test
     scores are standardised by its own training scores (``(s - median) / std``, a per-row
     transform that does not depend on the other test rows), and the ensemble score is their
-    mean. Printed per set: the mean AUROC of the single members and the ensemble's AUROC; at
-    the end, both means over the sets. It probes a design before it is built into the
+    mean; the plain mean of the members' scores (their log-densities) is printed beside it.
+    Printed per set: the mean AUROC of the single members and both ensembles' AUROC; at the
+    end, the means over the sets. It probes a design before it is built into the
     estimators (an ``n_estimators`` parameter); it is not a detector of the package.
 
 How to run
@@ -28,8 +29,8 @@ import _common  # noqa: E402
 
 
 def probe(cls, params, members, X_train, X_test, y_test, seed):
-    """``(mean single-member AUROC, ensemble AUROC)``, x100."""
-    singles, standardised = [], []
+    """``(mean single-member AUROC, standardised-mean AUROC, plain-mean AUROC)``, x100."""
+    singles, standardised, plain = [], [], []
     for k in range(members):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -37,7 +38,9 @@ def probe(cls, params, members, X_train, X_test, y_test, seed):
         train, test = model.score_samples(X_train), model.score_samples(X_test)
         singles.append(roc_auc_score(y_test, -test))
         standardised.append((test - np.median(train)) / train.std())
-    return 100 * np.mean(singles), 100 * roc_auc_score(y_test, -np.mean(standardised, axis=0))
+        plain.append(test)
+    return (100 * np.mean(singles), 100 * roc_auc_score(y_test, -np.mean(standardised, axis=0)),
+            100 * roc_auc_score(y_test, -np.mean(plain, axis=0)))
 
 
 def main(argv=None):
@@ -58,13 +61,14 @@ def main(argv=None):
             scaler = MinMaxScaler().fit(X_train)
             rows.append(probe(cls, params, args.members, scaler.transform(X_train),
                               scaler.transform(X_test), y_test, seed))
-        single, ensemble = np.mean(rows, axis=0)
-        results.append((single, ensemble))
+        single, ensemble, mean = np.mean(rows, axis=0)
+        results.append((single, ensemble, mean))
         print(f"{_common.dataset_name(path):>12}: single {single:.1f}  ensemble of "
-              f"{args.members} {ensemble:.1f}  ({ensemble - single:+.1f})", flush=True)
-    single, ensemble = np.mean(results, axis=0)
+              f"{args.members} {ensemble:.1f}  ({ensemble - single:+.1f}), plain mean "
+              f"{mean:.1f}", flush=True)
+    single, ensemble, mean = np.mean(results, axis=0)
     print(f"{'mean':>12}: single {single:.1f}  ensemble of {args.members} {ensemble:.1f}  "
-          f"({ensemble - single:+.1f}) over {len(results)} sets")
+          f"({ensemble - single:+.1f}), plain mean {mean:.1f} over {len(results)} sets")
 
 
 if __name__ == "__main__":

@@ -27,13 +27,13 @@ def plain_torch_transform(model, x, n_steps, step, chunk):
     out = []
     for start in range(0, len(x), chunk):
         xb = x[start:start + chunk]
-        z = xb.new_zeros(len(xb), model.n_components_)
+        z = xb.new_zeros(1, len(xb), model.n_components_)  # the one member's latents
         for _ in range(n_steps):
             z.requires_grad_(True)
-            log_p = flow.log_prob(z) - 0.5 * ((xb - generator(z)).square() / var).sum(dim=1)
+            log_p = flow.log_prob(z) - 0.5 * ((xb - generator(z)).square() / var).sum(dim=-1)
             (grad,) = torch.autograd.grad(log_p.sum(), z)
             z = (z + 0.5 * step ** 2 * grad).detach()
-        out.append(z)
+        out.append(z[0])
     return torch.cat(out)
 
 

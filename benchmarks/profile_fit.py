@@ -155,7 +155,7 @@ def compile_langevin(X, n_steps, repeats):
     compiled_step = torch.compile(lambda z, x: z + 0.5 * step ** 2 * grad(z, x), dynamic=False)
 
     def compiled():
-        z = x.new_zeros(len(x), model.n_components_)
+        z = x.new_zeros(1, len(x), model.n_components_)
         for _ in range(n_steps):
             z = compiled_step(z, x)
         return z

@@ -143,7 +143,7 @@ class PlainTorchGLF:
             for start in range(0, len(x), self.batch_size):
                 xb = x[perm[start:start + self.batch_size]]
                 z = self.encoder(xb)
-                loss = ((self.decoder(z) - xb).square().sum(dim=1).mean()
+                loss = ((self.decoder(z) - xb).square().sum(dim=-1).mean()
                         - self.flow.log_prob(z.detach()).mean())
                 autoencoder.zero_grad(set_to_none=True)
                 flow.zero_grad(set_to_none=True)
@@ -237,7 +237,7 @@ def time_langevin_step(lfp, X, repeats, batch_size):
     """Seconds per step of LFP's Langevin inference and of one plain forward + backward of
     ``log p(x, z)`` (gradient to z only) on one batch; the ratio is the loop's overhead."""
     x = torch.as_tensor(X[:batch_size], dtype=torch.float32)
-    z0 = torch.zeros(len(x), lfp.n_components_)
+    z0 = torch.zeros(1, len(x), lfp.n_components_)
     n_steps = lfp.n_steps
 
     def langevin():

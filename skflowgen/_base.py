@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from .flows import CouplingFlow
 from .networks import GaussianNoise
 
-_STATE_FORMAT = 1
+_STATE_FORMAT = 2
 _N_IMPORTANCE_SAMPLES = 128
 _EVAL_MEMORY = 64 * 2 ** 20  # bytes of activations per evaluation chunk
 _DRAWS_MEMORY = 16 * 2 ** 20  # bytes of the importance draws' working set per chunk
@@ -32,6 +32,17 @@ _MAX_ROLLBACKS = 3
 _LOG_2PI = math.log(2 * math.pi)
 
 COMMON_PARAMETERS_DOC = """\
+    feature_scaling : {'robust', 'standard'} or None, default=None
+        Units the networks see: each feature centred and divided by a spread learned in
+        ``fit``. ``'robust'``: the median and the 5-95 percentile range (the full range where
+        that is 0, 1 for a constant feature), so that a feature whose bulk is packed in a
+        corner of its range (a heavy tail, or rare anomalies, stretched by ``MinMaxScaler``)
+        still carries weight, and its tail shows as large values; ``'standard'``: mean and
+        standard deviation; None: the data as given. Outputs stay in the data's units:
+        ``score_samples`` is ``log p(x)`` of the unscaled row (the log-Jacobian
+        ``-sum_j log s_j`` of the observed entries added), ``inverse_transform``, ``sample``
+        and ``impute`` map back. A fixed ``sigma`` (LFP) is in the scaled units. Ignored with
+        ``reconstruction='bce'`` (GLF), which needs the data in [0, 1].
     covariance_type : {'diag', 'spherical'}, default='diag'
         Observation noise ``N(x; g(z), diag(sigma^2))`` fitted by maximum
         likelihood: one variance per feature (``'diag'``, nonlinear factor
@@ -60,6 +71,15 @@ COMMON_PARAMETERS_DOC = """\
         (the deep counterpart of :class:`~sklearn.covariance.MinCovDet`). None
         uses ``1 - contamination``; 1 trains on every row. Its effect on the
         ADBench sets is in benchmarks/RESULTS.md (section "Ablation").
+    n_estimators : int, default=1
+        Members of an ensemble trained together: the same networks with different initial
+        weights (and their own Langevin noise), evaluated at once along a leading member
+        dimension of every layer (one batched matrix product, not a loop over models).
+        ``score_samples`` is the mean of the members' scores (the log of the geometric
+        mean of their densities), which averages out the seed-to-seed spread of a deep
+        detector; ``transform`` concatenates the members' latents, ``inverse_transform``
+        averages the members' decodings of such a concatenation, and ``sample`` draws
+        each row from a member chosen at random (the members' mixture).
     max_iter : int, default=100
         Maximum number of epochs.
     batch_size : int or 'auto', default='auto'
@@ -68,10 +88,14 @@ COMMON_PARAMETERS_DOC = """\
         gets ten or more steps per epoch. Evaluation (scoring, ``transform``,
         ``sample``...) streams over chunks sized by memory instead: about 64 MiB
         of network activations each, whatever the number of rows.
-    tol : float, default=1e-4
+    tol : float or None, default=1e-4
         Minimum improvement of the training loss (GLF: of its reconstruction
         error; with ``early_stopping``: of the validation score) that resets
-        the ``n_iter_no_change`` count.
+        the ``n_iter_no_change`` count. None: no convergence test, training runs
+        exactly ``max_iter`` epochs (a fixed budget, as with the ``tol=None`` of
+        :class:`~sklearn.linear_model.SGDOneClassSVM`) and ends without a
+        ``ConvergenceWarning``; with ``early_stopping``, the best epoch's weights
+        are kept.
     n_iter_no_change : int, default=10
         Epochs without a ``tol`` improvement before training stops.
     early_stopping : bool, default=False
@@ -94,11 +118,13 @@ COMMON_PARAMETERS_DOC = """\
 
 COMMON_ATTRIBUTES_DOC = """\
     n_components_ : int
-        Latent dimension used.
+        Latent dimension used (of each member).
     flow_ : CouplingFlow
-        The latent prior; ``flow_.log_prob(z)`` is the per-row log-density.
-    noise_variance_ : ndarray of shape (n_features_in_,)
-        Observation noise variances ``sigma_j^2`` of ``N(x; g(z), diag(sigma^2))``.
+        The latent prior of every member; ``flow_.log_prob(z)`` of latents
+        ``(n_estimators, n, n_components_)`` is the per-row log-density of each.
+    noise_variance_ : ndarray of shape (n_features_in_,) or (n_estimators, n_features_in_)
+        Observation noise variances ``sigma_j^2`` of ``N(x; g(z), diag(sigma^2))`` in the
+        data's units, one row per member when ``n_estimators > 1``.
     offset_ : float
         ``score_samples`` percentile at ``100 * contamination`` on the training set.
     n_iter_ : int
@@ -164,18 +190,19 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
     _module_names = ()
 
     def __init__(self, n_components, *, hidden_layer_sizes, n_flow_blocks, image_shape,
-                 covariance_type, score_method, contamination, support_fraction, max_iter,
-                 batch_size,
-                 learning_rate_init, tol, n_iter_no_change, early_stopping, validation_fraction,
+                 feature_scaling, covariance_type, score_method, contamination, support_fraction, n_estimators,
+                 max_iter, batch_size, learning_rate_init, tol, n_iter_no_change, early_stopping, validation_fraction,
                  warm_start, verbose, random_state, device):
         self.n_components = n_components
         self.hidden_layer_sizes = hidden_layer_sizes
         self.n_flow_blocks = n_flow_blocks
         self.image_shape = image_shape
+        self.feature_scaling = feature_scaling
         self.covariance_type = covariance_type
         self.score_method = score_method
         self.contamination = contamination
         self.support_fraction = support_fraction
+        self.n_estimators = n_estimators
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
@@ -193,14 +220,16 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "n_flow_blocks": [Interval(numbers.Integral, 1, None, closed="left")],
         "image_shape": ["array-like", None],
+        "feature_scaling": [StrOptions({"robust", "standard"}), None],
         "score_method": [StrOptions({"joint", "marginal"})],
         "covariance_type": [StrOptions({"diag", "spherical"})],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "support_fraction": [Interval(numbers.Real, 0, 1, closed="right"), None],
+        "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
-        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
@@ -277,7 +306,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         try:
             with torch.no_grad():
                 self._log_joint(torch.zeros(1, self.n_features_in_), None,
-                                torch.zeros(1, self.n_components_))
+                                torch.zeros(self._n_members, 1, self.n_components_))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -290,7 +319,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
 
     @property
     def _n_features_out(self):
-        return self.n_components_
+        return self._n_members * self.n_components_
 
     # ------------------------------------------------------------ training
     def fit(self, X, y=None):
@@ -307,6 +336,10 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         """
         self._validate_params()
         X = self._validate_input(X, reset=not (self.warm_start and hasattr(self, "flow_")))
+        if self.warm_start and hasattr(self, "flow_") and self.n_estimators != self._n_members:
+            raise ValueError(f"warm_start continues the fitted {self._n_members} members; "
+                             f"n_estimators={self.n_estimators} needs a fresh fit "
+                             "(warm_start=False).")
         if np.isnan(X).all():
             raise ValueError("X has no observed entry: every value is NaN (missing).")
         self._check_params(X.shape[1])
@@ -317,7 +350,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         for optimizer, _ in self._optimizers:  # moves optimizer state to the parameters' device
             optimizer.load_state_dict(optimizer.state_dict())
         generator = torch_generator(seeds[1], device)
-        x = torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
+        x = self._to_model(torch.as_tensor(np.asarray(X, dtype=np.float32), device=device))
         x_train, x_val = self._split_validation(x, generator)
         self._train(x_train, x_val, generator)
         self._after_fit(x_train)
@@ -328,17 +361,19 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         n_features = X.shape[1]
         self.n_components_ = (self.n_components if self.n_components is not None
                               else min(20, max(1, n_features // 2)))
+        self._fit_feature_scaling(X)
         with warnings.catch_warnings():  # an all-NaN column has no variance: count it as 0
             warnings.simplefilter("ignore", RuntimeWarning)
             variance = np.nanvar(X, axis=0) if len(X) > 1 else np.ones(n_features)
-        self._feature_variance = np.nan_to_num(variance)
+        self._feature_variance = np.nan_to_num(variance) / self._scale ** 2  # model units
         self._data_variance = max(float(self._feature_variance.mean()), 1e-12)
         self._inference_seed = int(seed)
+        self._n_members = self.n_estimators
         generator = torch_generator(seed, "cpu")
         self._build_modules(generator)
         self._row_activations = self._count_row_activations()
         self.noise_.variance.fill_(self._initial_noise_variance())
-        x_first = torch.from_numpy(np.array(X[:256], dtype=np.float32))
+        x_first = self._to_model(torch.from_numpy(np.array(X[:256], dtype=np.float32)))
         with torch.no_grad():
             self.flow_.initialize(self._initial_latents(x_first, generator))
         self._optimizers = self._make_optimizers()
@@ -346,18 +381,48 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         self.loss_curve_ = []
         self.validation_scores_ = [] if self.early_stopping else None
 
+    _scales_features = True
+
+    def _fit_feature_scaling(self, X):
+        """``_center`` and ``_scale`` of each feature (see ``feature_scaling``), NaN ignored."""
+        n_features = X.shape[1]
+        center, scale = np.zeros(n_features), np.ones(n_features)
+        if self.feature_scaling is not None and self._scales_features:
+            with warnings.catch_warnings():  # all-NaN columns: centre 0, scale 1
+                warnings.simplefilter("ignore", RuntimeWarning)
+                if self.feature_scaling == "robust":
+                    low, center, high = np.nanpercentile(X, [5, 50, 95], axis=0)
+                    scale = np.where(high > low, high - low,
+                                     np.nanmax(X, axis=0) - np.nanmin(X, axis=0))
+                else:
+                    center, scale = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
+            center = np.nan_to_num(center)
+            scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        self._center, self._scale = center, scale
+        self._log_scale = float(np.log(scale).sum())
+
+    def _to_model(self, x):
+        """Rows in the data's units (a tensor) to the units the networks see."""
+        return (x - x.new_tensor(self._center)) / x.new_tensor(self._scale)
+
+    def _to_data(self, x):
+        """Rows in the networks' units back to the data's units."""
+        return x * x.new_tensor(self._scale) + x.new_tensor(self._center)
+
     def _initial_latents(self, x, generator):
         """Latents that initialise the flow's ActNorm layers: prior draws by default."""
-        return torch.randn(len(x), self.n_components_, generator=generator)
+        return torch.randn(self._n_members, len(x), self.n_components_, generator=generator)
 
     def _build_modules(self, generator):
         """Create the networks of ``_module_names``: here the flow prior and the noise."""
-        self.flow_ = CouplingFlow(self.n_components_, self.n_flow_blocks, generator=generator)
-        self.noise_ = GaussianNoise(self.n_features_in_)
+        self.flow_ = CouplingFlow(self.n_components_, self.n_flow_blocks,
+                                  n_members=self._n_members, generator=generator)
+        self.noise_ = GaussianNoise(self._n_members, self.n_features_in_)
 
     @property
     def noise_variance_(self):
-        return self.noise_.variance.cpu().numpy().astype(np.float64)
+        variance = self.noise_.variance[:, 0].cpu().numpy().astype(np.float64) * self._scale ** 2
+        return variance[0] if self._n_members == 1 else variance
 
     def _split_validation(self, x, generator):
         if not self.early_stopping:
@@ -403,7 +468,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                 criterion = self._convergence_loss(stats)
                 if x_val is not None:
                     self.validation_scores_.append(
-                        float(self._score_rows(x_val).mean()))
+                        float(self._score_rows(x_val, data=False).mean()))
                     criterion = -self.validation_scores_[-1]
                 if self.verbose:
                     line = f"Epoch {self.n_iter_}, loss = {self.loss_curve_[-1]:.6g}"
@@ -411,14 +476,18 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                         line += f", validation score = {self.validation_scores_[-1]:.6g}"
                     print(line)
                 good = self._state()
-                no_improvement = 0 if criterion < best - self.tol else no_improvement + 1
+                if self.tol is not None:  # None: a fixed budget of max_iter epochs
+                    improved = criterion < best - self.tol
+                    no_improvement = 0 if improved else no_improvement + 1
                 if criterion < best:
                     best, best_state = criterion, good
-                if no_improvement >= self.n_iter_no_change:
+                if self.tol is not None and no_improvement >= self.n_iter_no_change:
                     break
             else:
-                warnings.warn(f"Stopped at max_iter={self.max_iter} epochs without converging; "
-                              "increase max_iter.", ConvergenceWarning, stacklevel=3)
+                if self.tol is not None:
+                    warnings.warn(f"Stopped at max_iter={self.max_iter} epochs without "
+                                  "converging; increase max_iter.", ConvergenceWarning,
+                                  stacklevel=3)
         except KeyboardInterrupt:
             self._load_state(good)
             warnings.warn(f"Fit interrupted: keeping the weights of the last completed epoch "
@@ -451,14 +520,18 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return torch.cat([totals / len(x), probe[None]]).cpu().numpy()
 
     def _optimize(self, losses):
-        """One optimizer step of every network on the trimmed mean of the per-row ``losses``:
-        the mean over the ``support_fraction`` share of the rows with the lowest loss (least
-        trimmed squares; None keeps ``1 - contamination``). Returns the untrimmed mean."""
+        """One optimizer step of every network on the trimmed mean of the per-row ``losses``
+        (n_members, n): for each member, the mean over the ``support_fraction`` share of the
+        rows with its lowest loss (least trimmed squares; None keeps ``1 - contamination``).
+        The members' means are summed, so each member follows its own gradient. Returns the
+        untrimmed mean."""
         support = (1 - self.contamination if self.support_fraction is None
                    else self.support_fraction)
-        kept = max(1, math.ceil(support * len(losses)))
-        loss = losses.mean() if kept == len(losses) else \
-            torch.topk(losses, kept, largest=False, sorted=False).values.mean()
+        n = losses.shape[-1]
+        kept = max(1, math.ceil(support * n))
+        kept_losses = losses if kept == n else \
+            torch.topk(losses, kept, dim=-1, largest=False, sorted=False).values
+        loss = kept_losses.mean(dim=-1).sum()
         for optimizer, _ in self._optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -483,29 +556,39 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         ``[loss, *residual_stats]`` (see :meth:`_residual_stats`).
         """
         if self._fits_noise:
-            d = self.n_features_in_
-            self._set_noise_variance(stats[1:1 + d], stats[1 + d:1 + 2 * d])
+            mean_squared, observed = self._split_residual_stats(stats)
+            self._set_noise_variance(mean_squared, observed)
 
     @staticmethod
     def _residual_stats(x, x_hat, mask):
-        """Per feature, over the batch: mean squared residual and observed fraction."""
+        """Over the batch: each member's mean squared residual per feature (flattened), then
+        the observed fraction of each feature."""
         sq = (x - x_hat).square()
         if mask is None:
-            return torch.cat([sq.mean(dim=0), sq.new_ones(x.shape[1])])
-        return torch.cat([(sq * mask).mean(dim=0), mask.float().mean(dim=0)])
+            return torch.cat([sq.mean(dim=1).flatten(), sq.new_ones(x.shape[1])])
+        return torch.cat([(sq * mask).mean(dim=1).flatten(), mask.float().mean(dim=0)])
+
+    def _split_residual_stats(self, stats):
+        """``(mean_squared (n_members, p), observed (p,))`` from an epoch's ``stats``."""
+        p, m = self.n_features_in_, self._n_members
+        return stats[1:1 + m * p].reshape(m, p), stats[1 + m * p:1 + (m + 1) * p]
 
     def _set_noise_variance(self, mean_squared, observed):
-        """``sigma_j^2`` = mean squared residual over observed entries (pooled over features
-        when spherical), floored at 1e-3 of the data variance (an unobserved feature gets
-        the mean of the others)."""
+        """``sigma_j^2`` of each member = mean squared residual (n_members, p) over observed
+        entries (pooled over features when spherical), floored at 1e-3 of the data variance
+        (an unobserved feature gets the mean of the others)."""
+        mean_squared = np.asarray(mean_squared, dtype=np.float64)
         if self.covariance_type == "spherical":
-            mean_squared = np.full(len(observed), np.sum(mean_squared))
+            mean_squared = np.broadcast_to(mean_squared.sum(axis=1, keepdims=True),
+                                           mean_squared.shape)
             observed = np.full(len(observed), np.sum(observed))
-        var = np.divide(mean_squared, observed, out=np.full(len(observed), np.nan),
+        var = np.divide(mean_squared, observed, out=np.full(mean_squared.shape, np.nan),
                         where=observed > 0)
-        var = np.where(np.isfinite(var), var, np.nanmean(var) if np.isfinite(var).any() else 1)
+        finite = np.isfinite(var)
+        fill = np.array([row[ok].mean() if ok.any() else 1.0 for row, ok in zip(var, finite)])
+        var = np.where(finite, var, fill[:, None])
         var = np.maximum(var, 1e-3 * self._data_variance)
-        self.noise_.variance.copy_(torch.as_tensor(var, dtype=torch.float32))
+        self.noise_.variance.copy_(torch.as_tensor(var[:, None, :], dtype=torch.float32))
 
     def _after_fit(self, x_train):
         """Hook after training, before ``offset_`` is set."""
@@ -546,32 +629,44 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return torch.where(mask, x, 0.0), mask
 
     def _log_likelihood(self, x, x_hat, mask):
-        """``log p(x | z)`` per row, over the observed entries."""
-        return self.noise_.log_prob(x, x_hat, mask)
+        """``log p(x | z)`` per row, over the observed entries, in the data's units (the
+        log-Jacobian of the feature scaling added)."""
+        return self.noise_.log_prob(x, x_hat, mask) - self._log_jacobian(mask)
+
+    def _log_jacobian(self, mask):
+        """``sum_j log s_j`` over each row's observed entries (a number when all are)."""
+        if mask is None:
+            return self._log_scale
+        return mask.to(torch.float32) @ mask.new_tensor(np.log(self._scale), dtype=torch.float32)
 
     def _log_joint(self, x, mask, z):
         """``log p(x | z) + log p(z)`` per row."""
         return self._log_likelihood(x, self._decode(z), mask) + self.flow_.log_prob(z)
 
     def _posterior_scale(self):
-        """Approximate posterior std of each latent, ``(1 + sum_j v_j / (d sigma_j^2))^{-1/2}``,
-        with ``v_j`` the training variance of feature j (a constant feature adds nothing)."""
-        ratio = float(np.sum(self._feature_variance / self.noise_variance_)) / self.n_components_
-        return (1.0 + ratio) ** -0.5
+        """Approximate posterior std of each member's latents,
+        ``(1 + sum_j v_j / (d sigma_j^2))^{-1/2}``, with ``v_j`` the training variance of
+        feature j (a constant feature adds nothing); shape (n_members, 1, 1)."""
+        variance = self.noise_.variance
+        ratio = (torch.as_tensor(self._feature_variance, dtype=variance.dtype,
+                                 device=variance.device) / variance).sum(dim=-1, keepdim=True)
+        return (1.0 + ratio / self.n_components_) ** -0.5
 
     def _log_marginal(self, x, mask, z, eps):
-        """Importance-sampled ``log p(x)`` with proposal ``N(z, tau^2 I)``; ``eps`` is
-        shared by every row, so a row's estimate does not depend on its batch."""
+        """Importance-sampled ``log p(x)`` of each member with proposal ``N(z, tau^2 I)``;
+        ``eps`` is shared by every row, so a row's estimate does not depend on its batch."""
         tau = self._posterior_scale()
-        n, d, m = len(z), z.shape[1], len(eps)
-        zs = (z[:, None, :] + tau * eps).reshape(n * m, d)
+        members, n, d = z.shape
+        m = len(eps)
+        zs = (z[:, :, None, :] + tau[..., None] * eps).reshape(members, n * m, d)
         rep = (lambda t: None if t is None else t.repeat_interleave(m, dim=0))
-        log_joint = self._log_joint(rep(x), rep(mask), zs).view(n, m)
-        log_q = -0.5 * eps.square().sum(dim=1) - d * (math.log(tau) + 0.5 * _LOG_2PI)
-        return torch.logsumexp(log_joint - log_q, dim=1) - math.log(m)
+        log_joint = self._log_joint(rep(x), rep(mask), zs).view(members, n, m)
+        log_q = -0.5 * eps.square().sum(dim=-1) - d * (torch.log(tau) + 0.5 * _LOG_2PI)
+        return torch.logsumexp(log_joint - log_q, dim=-1) - math.log(m)
 
     def _scorer(self, device):
-        """The function that scores one chunk (its importance draws fixed per call)."""
+        """The function that scores one chunk (its importance draws fixed per call): the
+        mean of the members' scores."""
         eps = None
         if self.score_method == "marginal":
             generator = torch_generator(self._inference_seed, device)
@@ -582,19 +677,22 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             xb, mask = self._observed(xb)
             z = self._infer_latent(xb, mask)
             if eps is None:
-                return self._log_joint(xb, mask, z)
-            return self._log_marginal(xb, mask, z, eps)
+                return self._log_joint(xb, mask, z).mean(dim=0)
+            return self._log_marginal(xb, mask, z, eps).mean(dim=0)
         return score
 
-    def _score_rows(self, x):
-        """:meth:`score_samples` of validated rows (array or tensor), streamed in the chunks
-        that suit ``score_method``."""
-        return self._apply(self._scorer(self._device()), x, self.score_method == "marginal")
+    def _score_rows(self, x, data=True):
+        """:meth:`score_samples` of validated rows (array or tensor, in the data's units or,
+        with ``data=False``, the networks'), streamed in the chunks that suit
+        ``score_method``."""
+        return self._apply(self._scorer(self._device()), x, self.score_method == "marginal",
+                           data)
 
-    def _stream(self, fn, x, marginal=False):
+    def _stream(self, fn, x, marginal=False, data=False):
         """Yield ``(start, fn(chunk))`` for each chunk of ``x`` (array or tensor), computed on
         the model's device without parameter gradients, in chunks of :meth:`_chunk_size`
-        rows (``marginal``: ``fn`` is the marginal score).
+        rows (``marginal``: ``fn`` is the marginal score; ``data``: ``x`` holds rows in the
+        data's units, which ``fn`` gets in the networks' units).
 
         A short last chunk is padded to a multiple of 16 rows: a row's result then does not
         depend on the other rows of the call (matrix products of fewer than about 12 rows
@@ -610,13 +708,15 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             n = len(chunk)
             padded = -(-n // 16) * 16
             chunk = torch.nn.functional.pad(chunk.to(device), (0, 0, 0, padded - n))
+            if data:
+                chunk = self._to_model(chunk)
             with torch.no_grad():
                 yield start, fn(chunk)[:n]
 
-    def _apply(self, fn, X, marginal=False):
+    def _apply(self, fn, X, marginal=False, data=False):
         """:meth:`_stream` into one preallocated float64 array: memory stays flat in rows."""
         out = None
-        for start, result in self._stream(fn, X, marginal):
+        for start, result in self._stream(fn, X, marginal, data):
             result = result.cpu().numpy()
             if out is None:
                 out = np.empty((len(X), *result.shape[1:]), dtype=np.float64)
@@ -684,7 +784,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return np.where(self.decision_function(X) < 0, -1, 1)
 
     def transform(self, X):
-        """Latent code of each row.
+        """Latent code of each row: with ``n_estimators > 1``, the members' codes side by side.
 
         Parameters
         ----------
@@ -692,18 +792,21 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
 
         Returns
         -------
-        Z : ndarray of shape (n_samples, n_components_)
+        Z : ndarray of shape (n_samples, n_estimators * n_components_)
         """
         check_is_fitted(self)
         X = self._validate_input(X, reset=False)
-        return self._apply(lambda xb: self._infer_latent(*self._observed(xb)), X)
+        return self._apply(lambda xb: self._infer_latent(*self._observed(xb))
+                           .transpose(0, 1).flatten(1), X, data=True)
 
     def inverse_transform(self, Z):
-        """Decode latents to data: the mean ``g(z)`` of ``p(x | z)``.
+        """Decode latents to data: the mean ``g(z)`` of ``p(x | z)``; with
+        ``n_estimators > 1``, the mean of the members' decodings of their own codes (laid out
+        as :meth:`transform` returns them).
 
         Parameters
         ----------
-        Z : array-like of shape (n_samples, n_components_)
+        Z : array-like of shape (n_samples, n_estimators * n_components_)
 
         Returns
         -------
@@ -711,13 +814,16 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         """
         check_is_fitted(self)
         Z = check_array(Z, dtype=[np.float32, np.float64])
-        if Z.shape[1] != self.n_components_:
-            raise ValueError(f"Z has {Z.shape[1]} columns, but {type(self).__name__} has "
-                             f"n_components_={self.n_components_}.")
-        return self._apply(self._decode, Z)
+        if Z.shape[1] != self._n_features_out:
+            raise ValueError(f"Z has {Z.shape[1]} columns, but {type(self).__name__} takes "
+                             f"n_estimators * n_components_ = {self._n_features_out}.")
+        members = (self._n_members, self.n_components_)
+        return self._apply(lambda zb: self._to_data(
+            self._decode(zb.unflatten(1, members).transpose(0, 1)).mean(dim=0)), Z)
 
     def sample(self, n_samples=1, random_state=None):
-        """Generate rows ``g(f^{-1}(u))``, ``u ~ N(0, I)``.
+        """Generate rows ``g(f^{-1}(u))``, ``u ~ N(0, I)``; with ``n_estimators > 1``, each
+        row from a member drawn uniformly (the members' mixture).
 
         Parameters
         ----------
@@ -734,9 +840,15 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
         device = self._device()
         seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-        u = torch.randn(n_samples, self.n_components_, generator=torch_generator(seed, device),
-                        device=device)
-        return self._apply(lambda ub: self._decode(self.flow_.inverse(ub)), u)
+        generator = torch_generator(seed, device)
+        u = torch.randn(n_samples, self.n_components_, generator=generator, device=device)
+        member = torch.randint(self._n_members, (n_samples, 1), generator=generator,
+                               device=device)
+
+        def generate(rows):
+            x = self._decode(self.flow_.inverse(rows[:, :-1]))
+            return self._to_data(x[rows[:, -1].long(), torch.arange(len(rows), device=device)])
+        return self._apply(generate, torch.cat([u, member.float()], dim=1))
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self):

@@ -8,6 +8,9 @@ and sampling is ``z = f^{-1}(u)``, ``u ~ N(0, I)``. Both directions are exact
 and batched. Each block is ActNorm, a fixed random rotation and an affine
 coupling (Dinh et al., RealNVP) whose log-scale is soft-clamped to
 ``(-SCALE_BOUND, SCALE_BOUND)`` so that the density cannot run to infinity.
+
+A flow holds ``n_members`` independent flows evaluated together (an ensemble):
+latents are (n_members, n, d) and per-row results (n_members, n).
 """
 
 import math
@@ -15,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from .networks import layer
+from .networks import Linear, member_matmul
 
 SCALE_BOUND = 2.0
 _LOG_2PI = math.log(2 * math.pi)
@@ -28,19 +31,21 @@ class ActNorm(nn.Module):
     comes out with zero mean and unit variance (Kingma & Dhariwal, Glow).
     """
 
-    def __init__(self, n_dims):
+    def __init__(self, n_members, n_dims):
         super().__init__()
-        self.bias = nn.Parameter(torch.zeros(n_dims))
-        self.log_scale = nn.Parameter(torch.zeros(n_dims))
+        self.bias = nn.Parameter(torch.zeros(n_members, 1, n_dims))
+        self.log_scale = nn.Parameter(torch.zeros(n_members, 1, n_dims))
 
     @torch.no_grad()
     def initialize(self, z):
-        std = z.std(dim=0, unbiased=False) if len(z) > 1 else torch.ones_like(z[0])
-        self.bias.copy_(-z.mean(dim=0))
+        std = (z.std(dim=1, unbiased=False, keepdim=True) if z.shape[1] > 1
+               else torch.ones_like(z[:, :1]))
+        self.bias.copy_(-z.mean(dim=1, keepdim=True))
         self.log_scale.copy_(-torch.log(std.clamp_min(1e-6)))
 
     def forward(self, z):
-        return (z + self.bias) * self.log_scale.exp(), self.log_scale.sum().expand(len(z))
+        return (z + self.bias) * self.log_scale.exp(), \
+            self.log_scale.sum(dim=-1).expand(z.shape[:-1])
 
     def inverse(self, u):
         return u * torch.exp(-self.log_scale) - self.bias
@@ -49,16 +54,17 @@ class ActNorm(nn.Module):
 class Rotation(nn.Module):
     """A fixed random orthogonal matrix: mixes all dimensions, ``log|det| = 0``."""
 
-    def __init__(self, n_dims, generator=None):
+    def __init__(self, n_members, n_dims, generator=None):
         super().__init__()
-        q, r = torch.linalg.qr(torch.randn(n_dims, n_dims, generator=generator))
-        self.register_buffer("weight", q * torch.sign(torch.diagonal(r)))
+        q, r = torch.linalg.qr(torch.randn(n_members, n_dims, n_dims, generator=generator))
+        self.register_buffer("weight", q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+                             .unsqueeze(-2))
 
     def forward(self, z):
-        return z @ self.weight, z.new_zeros(len(z))
+        return member_matmul(z, self.weight.mT, self.training), z.new_zeros(z.shape[:-1])
 
     def inverse(self, u):
-        return u @ self.weight.T
+        return member_matmul(u, self.weight, self.training)
 
 
 class AffineCoupling(nn.Module):
@@ -69,25 +75,25 @@ class AffineCoupling(nn.Module):
     zero, so each block starts as the identity.
     """
 
-    def __init__(self, n_dims, mask, hidden_size=64, generator=None):
+    def __init__(self, n_members, n_dims, mask, hidden_size=64, generator=None):
         super().__init__()
         self.register_buffer("mask", mask)
         self.net = nn.Sequential(
-            layer(nn.Linear, n_dims, hidden_size, generator=generator),
+            Linear(n_members, n_dims, hidden_size, generator=generator),
             nn.SiLU(),
-            layer(nn.Linear, hidden_size, hidden_size, generator=generator),
+            Linear(n_members, hidden_size, hidden_size, generator=generator),
             nn.SiLU(),
-            layer(nn.Linear, hidden_size, 2 * n_dims, zero=True),
+            Linear(n_members, hidden_size, 2 * n_dims, zero=True),
         )
 
     def _scale_shift(self, z_kept):
-        s, t = self.net(z_kept).chunk(2, dim=1)
+        s, t = self.net(z_kept).chunk(2, dim=-1)
         free = 1 - self.mask
         return free * SCALE_BOUND * torch.tanh(s / SCALE_BOUND), free * t
 
     def forward(self, z):
         s, t = self._scale_shift(z * self.mask)
-        return z * s.exp() + t, s.sum(dim=1)
+        return z * s.exp() + t, s.sum(dim=-1)
 
     def inverse(self, u):
         s, t = self._scale_shift(u * self.mask)
@@ -105,19 +111,22 @@ class CouplingFlow(nn.Module):
         Number of (ActNorm, Rotation, AffineCoupling) blocks.
     hidden_size : int, default=64
         Width of each coupling conditioner.
+    n_members : int, default=1
+        Independent flows evaluated together: latents are (n_members, n, d).
     generator : torch.Generator, optional
         Draws the rotations and the initial weights reproducibly.
     """
 
-    def __init__(self, n_dims, n_blocks=5, hidden_size=64, generator=None):
+    def __init__(self, n_dims, n_blocks=5, hidden_size=64, n_members=1, generator=None):
         super().__init__()
         self.n_dims = n_dims
+        self.n_members = n_members
         half = torch.arange(n_dims) % 2 == 0
         layers = []
         for k in range(n_blocks):
             mask = (half if k % 2 == 0 else ~half).float()
-            layers += [ActNorm(n_dims), Rotation(n_dims, generator),
-                       AffineCoupling(n_dims, mask, hidden_size, generator)]
+            layers += [ActNorm(n_members, n_dims), Rotation(n_members, n_dims, generator),
+                       AffineCoupling(n_members, n_dims, mask, hidden_size, generator)]
         self.layers = nn.ModuleList(layers)
 
     @torch.no_grad()
@@ -129,8 +138,8 @@ class CouplingFlow(nn.Module):
             z, _ = layer(z)
 
     def forward(self, z):
-        """Map ``z -> u``; return ``(u, log|det df/dz|)`` per row."""
-        log_det = z.new_zeros(len(z))
+        """Map ``z -> u``; return ``(u, log|det df/dz|)``, the latter (n_members, n)."""
+        log_det = z.new_zeros(z.shape[:-1])
         for layer in self.layers:
             z, ld = layer(z)
             log_det = log_det + ld
@@ -143,18 +152,14 @@ class CouplingFlow(nn.Module):
         return u
 
     def log_prob(self, z):
-        """Per-row log-density ``log N(f(z); 0, I) + log|det df/dz|``."""
+        """Per-row log-density ``log N(f(z); 0, I) + log|det df/dz|``, (n_members, n)."""
         u, log_det = self(z)
-        return -0.5 * (u.square().sum(dim=1) + self.n_dims * _LOG_2PI) + log_det
+        return -0.5 * (u.square().sum(dim=-1) + self.n_dims * _LOG_2PI) + log_det
 
     def radius(self):
         """Root-mean-square distance from 0 of the latents the first ActNorm is fitted to,
-        ``sqrt(sum_j mean_j^2 + std_j^2)``: the scale at which the prior has its mass."""
+        ``sqrt(sum_j mean_j^2 + std_j^2)``: the scale at which each member's prior has its
+        mass; shape (n_members, 1, 1)."""
         first = self.layers[0]
-        return torch.sqrt(first.bias.square().sum() + torch.exp(-2 * first.log_scale).sum())
-
-    def sample(self, n_samples, generator=None):
-        """Draw ``n_samples`` latents ``f^{-1}(u)``, ``u ~ N(0, I)``."""
-        device = self.layers[0].bias.device
-        u = torch.randn(n_samples, self.n_dims, generator=generator, device=device)
-        return self.inverse(u)
+        return torch.sqrt((first.bias.square() + torch.exp(-2 * first.log_scale))
+                          .sum(dim=-1, keepdim=True))

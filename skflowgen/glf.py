@@ -94,17 +94,19 @@ class GenerativeLatentFlow(BaseLatentFlow):
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=4,
                  image_shape=None, reconstruction="mse", stop_gradient=True, beta=1.0,
-                 covariance_type="diag", score_method="marginal", contamination=0.1,
-                 support_fraction=1.0, max_iter=100, batch_size="auto",
+                 feature_scaling=None, covariance_type="diag", score_method="marginal",
+                 contamination=0.1, support_fraction=1.0, n_estimators=1, max_iter=100,
+                 batch_size="auto",
                  learning_rate_init=1e-3, tol=1e-4, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.1, warm_start=False, verbose=0, random_state=None,
                  device="auto"):
         super().__init__(
             n_components, hidden_layer_sizes=hidden_layer_sizes,
             n_flow_blocks=n_flow_blocks, image_shape=image_shape,
-            covariance_type=covariance_type, score_method=score_method,
+            feature_scaling=feature_scaling, covariance_type=covariance_type,
+            score_method=score_method,
             contamination=contamination, support_fraction=support_fraction,
-            max_iter=max_iter, batch_size=batch_size,
+            n_estimators=n_estimators, max_iter=max_iter, batch_size=batch_size,
             learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             warm_start=warm_start, verbose=verbose, random_state=random_state, device=device)
@@ -119,12 +121,16 @@ class GenerativeLatentFlow(BaseLatentFlow):
                              "(e.g. MinMaxScaler) or use reconstruction='mse'.")
         return X
 
+    @property
+    def _scales_features(self):
+        return self.reconstruction != "bce"
+
     def _build_modules(self, generator):
         super()._build_modules(generator)
-        args = (self.n_features_in_, self.n_components_, self._hidden_sizes,
-                self.image_shape, generator)
-        self.encoder_ = make_encoder(*args)
-        self.decoder_ = make_decoder(self.n_components_, *args[:1], *args[2:],
+        self.encoder_ = make_encoder(self._n_members, self.n_features_in_, self.n_components_,
+                                     self._hidden_sizes, self.image_shape, generator)
+        self.decoder_ = make_decoder(self._n_members, self.n_components_, self.n_features_in_,
+                                     self._hidden_sizes, self.image_shape, generator,
                                      final_activation=(nn.Sigmoid() if self.reconstruction == "bce"
                                                        else None))
 
@@ -140,8 +146,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
     def _reconstruction_loss(self, x, x_hat):
         """Per-row reconstruction loss: summed squared error or binary cross-entropy."""
         if self.reconstruction == "bce":
-            return F.binary_cross_entropy(x_hat, x, reduction="none").sum(dim=1)
-        return (x - x_hat).square().sum(dim=1)
+            return F.binary_cross_entropy(x_hat, x.expand_as(x_hat), reduction="none").sum(dim=-1)
+        return (x - x_hat).square().sum(dim=-1)
 
     def _train_step(self, x, mask, generator):
         z = self.encoder_(x)
@@ -152,12 +158,14 @@ class GenerativeLatentFlow(BaseLatentFlow):
         return torch.cat([loss[None], self._residual_stats(x, x_hat.detach(), mask)])
 
     def _convergence_loss(self, stats):
-        """The reconstruction error: the flow's NLL moves with the codes and is not monotone."""
-        return float(np.sum(stats[1:1 + self.n_features_in_]))
+        """The reconstruction error (the members' mean): the flow's NLL moves with the codes
+        and is not monotone."""
+        mean_squared, _ = self._split_residual_stats(stats)
+        return float(mean_squared.sum(axis=1).mean())
 
     def _after_fit(self, x_train):
         squared = self._stream(lambda xb: (xb - self._decode(self._infer_latent(xb, None)))
-                               .square(), x_train)
+                               .square().transpose(0, 1), x_train)
         mean_squared = (sum(rows.sum(dim=0) for _, rows in squared) / len(x_train)).cpu().numpy()
         self._set_noise_variance(mean_squared, np.ones(self.n_features_in_))
 

@@ -19,22 +19,22 @@ def langevin(log_density, z, n_steps, step_size, noise=None, max_drift=None):
     Parameters
     ----------
     log_density : callable
-        Maps latents of shape (n, d) to per-row log-densities of shape (n,).
+        Maps latents of shape (..., n, d) to per-row log-densities of shape (..., n).
         Rows must not interact.
-    z : torch.Tensor of shape (n, d)
-        Starting point.
+    z : torch.Tensor of shape (..., n, d)
+        Starting point (leading dimensions: e.g. the members of an ensemble).
     n_steps : int
         Number of steps K.
-    step_size : float
+    step_size : float or torch.Tensor broadcasting against ``z``
         Step size s.
-    noise : torch.Tensor of shape (n_steps, n, d) or (n_steps, 1, d), optional
+    noise : torch.Tensor of shape (n_steps, *z.shape), optional
         Standard normal draws ``xi_k``; None runs noise-free gradient ascent.
-    max_drift : float or 0-d torch.Tensor, optional
+    max_drift : float or torch.Tensor broadcasting against ``z``, optional
         Longest drift of a row in one step; None does not clip.
 
     Returns
     -------
-    z : torch.Tensor of shape (n, d), detached.
+    z : torch.Tensor of the shape of ``z``, detached.
     """
     z = z.detach().clone().requires_grad_(True)
     drift = 0.5 * step_size ** 2
@@ -44,8 +44,8 @@ def langevin(log_density, z, n_steps, step_size, noise=None, max_drift=None):
             with torch.no_grad():
                 grad.mul_(drift)
                 if max_drift is not None:
-                    grad.mul_((max_drift / grad.norm(dim=1, keepdim=True)).clamp_(max=1.0))
+                    grad.mul_((max_drift / grad.norm(dim=-1, keepdim=True)).clamp_(max=1.0))
                 z.add_(grad)
                 if noise is not None:
-                    z.add_(noise[k], alpha=step_size)
+                    z.add_(noise[k] * step_size)
     return z.detach()

@@ -103,17 +103,19 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=5,
                  image_shape=None, sigma="auto", step_size=1.0, n_steps=20,
-                 covariance_type="diag", score_method="marginal", contamination=0.1,
-                 support_fraction=1.0, max_iter=100, batch_size="auto",
+                 feature_scaling=None, covariance_type="diag", score_method="marginal",
+                 contamination=0.1, support_fraction=1.0, n_estimators=1, max_iter=100,
+                 batch_size="auto",
                  learning_rate_init=4e-4, tol=1e-4, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.1, warm_start=False, verbose=0, random_state=None,
                  device="auto"):
         super().__init__(
             n_components, hidden_layer_sizes=hidden_layer_sizes,
             n_flow_blocks=n_flow_blocks, image_shape=image_shape,
-            covariance_type=covariance_type, score_method=score_method,
+            feature_scaling=feature_scaling, covariance_type=covariance_type,
+            score_method=score_method,
             contamination=contamination, support_fraction=support_fraction,
-            max_iter=max_iter, batch_size=batch_size,
+            n_estimators=n_estimators, max_iter=max_iter, batch_size=batch_size,
             learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             warm_start=warm_start, verbose=verbose, random_state=random_state, device=device)
@@ -130,7 +132,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
     def _build_modules(self, generator):
         super()._build_modules(generator)
-        self.generator_ = make_decoder(self.n_components_, self.n_features_in_,
+        self.generator_ = make_decoder(self._n_members, self.n_components_, self.n_features_in_,
                                        self._hidden_sizes, self.image_shape, generator)
 
     def _make_optimizers(self):
@@ -144,15 +146,16 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         No step drifts a latent by more than ten times the prior's radius (``flow_.radius()``,
         ``sqrt(d)`` for ``N(0, I)``): a healthy chain never comes near it, one that runs away
         along a stiff direction stays finite. The radius follows the prior, as latents may
-        spread far beyond ``N(0, I)`` as training goes on."""
+        spread far beyond ``N(0, I)`` as training goes on. Latents are
+        (n_members, n, n_components_), each member on its own posterior."""
         if z is None:
-            z = x.new_zeros(len(x), self.n_components_)
+            z = x.new_zeros(self._n_members, len(x), self.n_components_)
         return langevin(lambda z: self._log_joint(x, mask, z), z, self.n_steps,
                         self.step_size * self._posterior_scale(), noise,
                         max_drift=10 * self.flow_.radius().detach())
 
     def _train_step(self, x, mask, generator):
-        shape = (len(x), self.n_components_)
+        shape = (self._n_members, len(x), self.n_components_)
         z0 = torch.randn(shape, generator=generator, device=x.device)
         noise = torch.randn((self.n_steps, *shape), generator=generator, device=x.device)
         z = self._infer_latent(x, mask, z0, noise)          # short-run posterior sample z~
@@ -167,7 +170,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
     def impute(self, X):
         """Fill the NaN entries of ``X`` with ``g(z~)`` at the latent inferred from the
-        observed entries (the paper's inpainting and recovery).
+        observed entries (the paper's inpainting and recovery); with ``n_estimators > 1``,
+        the mean of the members' fills.
 
         Parameters
         ----------
@@ -186,6 +190,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
             x, mask = self._observed(xb)
             if mask is None:  # nothing missing in this chunk
                 return xb
-            return torch.where(mask, xb, self._decode(self._infer_latent(x, mask)))
-        filled = self._apply(fill, X)
+            return self._to_data(torch.where(mask, xb,
+                                             self._decode(self._infer_latent(x, mask)).mean(dim=0)))
+        filled = self._apply(fill, X, data=True)
         return np.where(np.isnan(X), filled, X)

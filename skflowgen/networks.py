@@ -12,13 +12,9 @@ from torch import nn
 from torch.nn.utils import skip_init
 
 
-def layer(cls, *args, generator=None, zero=False, **kwargs):
-    """Build ``cls(*args, **kwargs)`` initialised from ``generator`` (or to zero)."""
+def layer(cls, *args, generator=None, **kwargs):
+    """Build ``cls(*args, **kwargs)`` initialised from ``generator`` (torch's default scheme)."""
     module = skip_init(cls, *args, **kwargs)
-    if zero:
-        nn.init.zeros_(module.weight)
-        nn.init.zeros_(module.bias)
-        return module
     nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
     fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
     bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
@@ -26,16 +22,74 @@ def layer(cls, *args, generator=None, zero=False, **kwargs):
     return module
 
 
-def mlp(sizes, generator, activation=nn.LeakyReLU, final_activation=None):
-    """``Linear -> activation`` for each consecutive pair of ``sizes``, no activation at the end."""
+def member_matmul(x, weight, batched):
+    """``x @ weight[m].T`` for each member m: ``x`` (n, a) shared by the members or
+    (n_members, n, a), ``weight`` (n_members, b, a) (:class:`torch.nn.Linear`'s layout);
+    result (n_members, n, b).
+
+    Shared rows take one product with all members' weights side by side. Otherwise
+    ``batched`` takes one batched product (training), else one plain product per member
+    (evaluation): batched products round differently with the number of rows for some
+    shapes (measured: 5 -> 4 and 16 -> 1 features), plain ones do not, so that a row's
+    score never depends on the other rows of a call.
+    """
+    members, n_out, n_in = weight.shape
+    if members == 1:
+        return (x.reshape(-1, n_in) @ weight[0].T)[None]
+    if x.dim() == 2:
+        product = x @ weight.reshape(members * n_out, n_in).T
+        return product.view(len(x), members, n_out).transpose(0, 1)
+    if batched:
+        return torch.bmm(x, weight.mT)
+    return torch.stack([x[m] @ weight[m].T for m in range(members)])
+
+
+class Linear(nn.Module):
+    """``n_members`` independent affine maps applied at once: ``x W_m^T + b_m``.
+
+    ``x`` is (n, n_in), shared by every member, or (n_members, n, n_in); the output is
+    (n_members, n, n_out). Weights start as :class:`torch.nn.Linear`'s (uniform within
+    ``1 / sqrt(n_in)``), or at zero.
+    """
+
+    def __init__(self, n_members, n_in, n_out, generator=None, zero=False):
+        super().__init__()
+        weight, bias = torch.zeros(n_members, n_out, n_in), torch.zeros(n_members, 1, n_out)
+        if not zero:
+            bound = 1 / math.sqrt(n_in)
+            weight.uniform_(-bound, bound, generator=generator)
+            bias.uniform_(-bound, bound, generator=generator)
+        self.weight, self.bias = nn.Parameter(weight), nn.Parameter(bias)
+
+    def forward(self, x):
+        return member_matmul(x, self.weight, self.training) + self.bias
+
+
+def mlp(n_members, sizes, generator, activation=nn.LeakyReLU, final_activation=None):
+    """``Linear -> activation`` for each consecutive pair of ``sizes``, no activation at the
+    end; ``n_members`` independent networks evaluated together."""
     modules = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        modules.append(layer(nn.Linear, n_in, n_out, generator=generator))
+        modules.append(Linear(n_members, n_in, n_out, generator=generator))
         if i < len(sizes) - 2:
             modules.append(activation(0.2) if activation is nn.LeakyReLU else activation())
     if final_activation is not None:
         modules.append(final_activation)
     return nn.Sequential(*modules)
+
+
+class Members(nn.Module):
+    """``n_members`` copies of a network that has no member dimension of its own (the
+    convnets), run one after the other and stacked: ``(n_members, n, ...)``. Rows (n, p)
+    are shared by the members; latents (n_members, n, d) are split among them."""
+
+    def __init__(self, networks):
+        super().__init__()
+        self.networks = nn.ModuleList(networks)
+
+    def forward(self, x):
+        return torch.stack([net(x if x.dim() == 2 else x[m])
+                            for m, net in enumerate(self.networks)])
 
 
 def _n_halvings(image_shape, limit=2):
@@ -99,36 +153,44 @@ class ConvDecoder(nn.Module):
         return self.net(self.project(z).view(-1, *self.start_shape)).flatten(1)
 
 
-def make_encoder(n_features, n_components, hidden_layer_sizes, image_shape, generator):
-    """MLP encoder for flat rows, or :class:`ConvEncoder` when ``image_shape`` is given."""
+def make_encoder(n_members, n_features, n_components, hidden_layer_sizes, image_shape,
+                 generator):
+    """MLP encoder for flat rows, or :class:`ConvEncoder` when ``image_shape`` is given;
+    rows (n, n_features) in, latents (n_members, n, n_components) out."""
     if image_shape is not None:
-        return ConvEncoder(image_shape, n_components, generator)
-    return mlp([n_features, *hidden_layer_sizes, n_components], generator)
+        return Members([ConvEncoder(image_shape, n_components, generator)
+                        for _ in range(n_members)])
+    return mlp(n_members, [n_features, *hidden_layer_sizes, n_components], generator)
 
 
-def make_decoder(n_components, n_features, hidden_layer_sizes, image_shape, generator,
-                 final_activation=None):
-    """MLP decoder/generator (hidden sizes mirrored), or :class:`ConvDecoder` for images."""
+def make_decoder(n_members, n_components, n_features, hidden_layer_sizes, image_shape,
+                 generator, final_activation=None):
+    """MLP decoder/generator (hidden sizes mirrored), or :class:`ConvDecoder` for images;
+    latents (n_members, n, n_components) in, rows (n_members, n, n_features) out."""
     if image_shape is not None:
-        return ConvDecoder(n_components, image_shape, generator,
-                           final_activation=final_activation)
-    return mlp([n_components, *reversed(hidden_layer_sizes), n_features], generator,
+        return Members([ConvDecoder(n_components, image_shape, generator,
+                                    final_activation=final_activation)
+                        for _ in range(n_members)])
+    return mlp(n_members, [n_components, *reversed(hidden_layer_sizes), n_features], generator,
                final_activation=final_activation)
 
 
 class GaussianNoise(nn.Module):
-    """Observation noise ``N(x; x_hat, diag(variance))``; masked entries drop out.
+    """Observation noise ``N(x; x_hat, diag(variance))`` of each member; masked entries drop
+    out.
 
-    The variance is a buffer, so it moves with the device and travels in the state dict.
+    The variance, of shape (n_members, 1, n_features), is a buffer, so it moves with the
+    device and travels in the state dict.
     """
 
-    def __init__(self, n_features):
+    def __init__(self, n_members, n_features):
         super().__init__()
-        self.register_buffer("variance", torch.ones(n_features))
+        self.register_buffer("variance", torch.ones(n_members, 1, n_features))
 
     def log_prob(self, x, x_hat, mask=None):
-        """Per-row ``log N(x; x_hat, diag(variance))`` over the observed entries."""
+        """``log N(x; x_hat, diag(variance))`` over the observed entries: ``x`` (n, p),
+        ``x_hat`` (n_members, n, p), result (n_members, n)."""
         terms = (x - x_hat).square() / self.variance + torch.log(2 * math.pi * self.variance)
         if mask is not None:
             terms = terms * mask
-        return -0.5 * terms.sum(dim=1)
+        return -0.5 * terms.sum(dim=-1)

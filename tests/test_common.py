@@ -11,6 +11,8 @@ SMALL = dict(max_iter=3, hidden_layer_sizes=(16,), n_flow_blocks=2, device="cpu"
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @parametrize_with_checks([GenerativeLatentFlow(**SMALL),
-                          LangevinFlowPriorGenerator(n_steps=5, **SMALL)])
+                          LangevinFlowPriorGenerator(n_steps=5, **SMALL),
+                          GenerativeLatentFlow(n_estimators=2, **SMALL),
+                          LangevinFlowPriorGenerator(n_estimators=2, n_steps=5, **SMALL)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)

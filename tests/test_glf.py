@@ -33,7 +33,7 @@ def test_stop_gradient_keeps_flow_nll_out_of_encoder(blob):
     # reference: gradient of the reconstruction term alone
     for p in model.encoder_.parameters():
         p.grad = None
-    ((x - model.decoder_(model.encoder_(x))).square().sum(dim=1).mean()).backward()
+    ((x - model.decoder_(model.encoder_(x))).square().sum(dim=-1).mean()).backward()
     recon_only = [p.grad.clone() for p in model.encoder_.parameters()]
     through = _encoder_grads(model, x, False)
     for a, b in zip(stopped, recon_only):

@@ -67,8 +67,8 @@ def outputs(model):
         "decision_function": model.decision_function(X_TEST),
         "predict": model.predict(X),
         "transform": model.transform(X_TEST),
-        "inverse_transform": model.inverse_transform(np.linspace(-1, 1, 2 * model.n_components_)
-                                                     .reshape(2, -1)),
+        "inverse_transform": model.inverse_transform(
+            np.linspace(-1, 1, 2 * len(model.get_feature_names_out())).reshape(2, -1)),
         "sample": model.sample(5, random_state=0),
         "offset": np.array(model.offset_),
         "noise_variance": np.array(model.noise_variance_),
@@ -179,6 +179,32 @@ def test_real_divergence_keeps_a_model_that_scores(est):
     assert np.isfinite(model.transform(X)).all()
 
 
+# ================================================================ stopping
+@pytest.mark.parametrize("est", CLASSES)
+def test_max_iter_reached_with_a_tolerance_warns(est):
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        model = make(est, max_iter=2, tol=1e-4, n_iter_no_change=10).fit(X)
+    assert model.n_iter_ == 2
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_tolerance_stops_training_when_the_loss_stalls(est):
+    """No epoch improves by 1e10: the count starts after the first epoch and stops the fit
+    two epochs later, without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = make(est, max_iter=8, tol=1e10, n_iter_no_change=2).fit(X)
+    assert model.n_iter_ == 3
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_no_tolerance_trains_the_whole_budget_without_warning(est):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = make(est, max_iter=4, tol=None, n_iter_no_change=1).fit(X)
+    assert model.n_iter_ == 4 and len(model.loss_curve_) == 4
+
+
 # ================================================================ interruption
 @pytest.mark.parametrize("est", CLASSES)
 @pytest.mark.parametrize("interrupt_at_call, completed", [(2, 0), (5, 1), (9, 2)])
@@ -241,8 +267,10 @@ def joblib_round_trip(model):
 @pytest.mark.parametrize("score_method", ["joint", "marginal"])
 @pytest.mark.parametrize("round_trip", [pickle_round_trip, joblib_round_trip],
                          ids=["pickle", "joblib"])
-def test_round_trip_gives_identical_outputs(fitted, est, score_method, round_trip):
-    model = fitted(est, score_method)
+@pytest.mark.parametrize("n_estimators", [1, 3])
+def test_round_trip_gives_identical_outputs(fitted, est, score_method, round_trip,
+                                            n_estimators):
+    model = fitted(est, score_method, n_estimators=n_estimators)
     before = outputs(model)
     restored = round_trip(model)
     assert type(restored) is type(model)
@@ -273,7 +301,7 @@ def test_pickle_holds_state_dict_bytes_not_modules(fitted, est):
 
 
 @pytest.mark.parametrize("est", CLASSES)
-@pytest.mark.parametrize("bad_format", [0, 2, None, "1"])
+@pytest.mark.parametrize("bad_format", [0, 1, 3, None, "2"])
 def test_pickle_with_other_state_format_fails_naming_version(fitted, est, bad_format):
     state = fitted(est).__getstate__()
     if bad_format is None:
@@ -483,20 +511,22 @@ def test_property_predict_flags_contamination_share(est, contamination, n_rows):
 
 @pytest.mark.parametrize("est", CLASSES)
 @settings(max_examples=20, deadline=None, derandomize=True)
-@given(losses=arrays(np.float32, st.integers(1, 50), elements=st.floats(-1e3, 1e3, width=32),
-                     unique=True),
+@given(losses=arrays(np.float32, st.tuples(st.integers(1, 3), st.integers(1, 50)),
+                     elements=st.floats(-1e3, 1e3, width=32), unique=True),
        support=st.one_of(st.none(), st.floats(0.01, 1.0)), contamination=st.floats(0.01, 0.5))
 def test_property_trimmed_loss_trains_on_the_most_likely_rows(est, losses, support,
                                                               contamination):
-    """Each step's gradient reaches exactly the ceil(support * n) rows of lowest loss (support
-    defaults to 1 - contamination), each with weight 1 / kept; the step reports the mean loss."""
+    """Each member's gradient reaches exactly the ceil(support * n) rows of its lowest loss
+    (support defaults to 1 - contamination), each with weight 1 / kept, and nothing of the
+    other members' rows; the step reports the mean loss."""
     model = make(est, support_fraction=support, contamination=contamination)
     model._optimizers = []  # the step itself, without networks to update
     rows = torch.tensor(losses, requires_grad=True)
     reported = model._optimize(rows)
-    kept = math.ceil((1 - contamination if support is None else support) * len(losses))
-    expected = np.zeros(len(losses))
-    expected[np.argsort(rows.detach().numpy(), kind="stable")[:kept]] = 1 / kept
+    kept = math.ceil((1 - contamination if support is None else support) * losses.shape[1])
+    expected = np.zeros(losses.shape)
+    for member, member_losses in enumerate(losses):
+        expected[member, np.argsort(member_losses, kind="stable")[:kept]] = 1 / kept
     np.testing.assert_allclose(rows.grad.numpy(), expected, rtol=1e-6)
     assert reported.item() == pytest.approx(rows.detach().mean().item(), rel=1e-6)
 
@@ -521,9 +551,10 @@ def test_trimmed_fit_leaves_planted_outliers_unlearned(est):
 
 # ================================================================ properties: the flow
 def make_flow(d, n_blocks, seed, scale, batch):
-    """A flow with non-trivial couplings and ActNorm initialised from ``batch``, in eval mode."""
+    """A flow with non-trivial couplings and ActNorm initialised from ``batch`` (one member
+    per leading slice), in eval mode."""
     generator = torch.Generator().manual_seed(seed)
-    flow = CouplingFlow(d, n_blocks, hidden_size=8, generator=generator)
+    flow = CouplingFlow(d, n_blocks, hidden_size=8, n_members=len(batch), generator=generator)
     with torch.no_grad():
         for layer in flow.layers:
             if isinstance(layer, AffineCoupling):
@@ -536,20 +567,22 @@ def make_flow(d, n_blocks, seed, scale, batch):
 
 flow_cases = st.fixed_dictionaries({
     "d": st.integers(1, 6), "n_blocks": st.integers(1, 4), "seed": st.integers(0, 2**31 - 1),
-    "scale": st.floats(0.1, 2.0), "n": st.integers(1, 16), "spread": st.floats(0.1, 10.0)})
+    "scale": st.floats(0.1, 2.0), "n": st.integers(1, 16), "spread": st.floats(0.1, 10.0),
+    "members": st.integers(1, 3)})
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(case=flow_cases)
 def test_property_flow_inverse_of_forward(case):
     generator = torch.Generator().manual_seed(case["seed"])
-    init = case["spread"] * torch.randn(32, case["d"], generator=generator)
+    m = case["members"]
+    init = case["spread"] * torch.randn(m, 32, case["d"], generator=generator)
     flow = make_flow(case["d"], case["n_blocks"], case["seed"], case["scale"], init)
-    z = case["spread"] * torch.randn(case["n"], case["d"], generator=generator)
+    z = case["spread"] * torch.randn(m, case["n"], case["d"], generator=generator)
     with torch.no_grad():
         u, log_det = flow(z)
         back = flow.inverse(u)
-    assert u.shape == z.shape and log_det.shape == (case["n"],)
+    assert u.shape == z.shape and log_det.shape == (m, case["n"])
     assert torch.isfinite(u).all() and torch.isfinite(log_det).all()
     torch.testing.assert_close(back, z, atol=1e-4, rtol=1e-4)
     # and the other way round
@@ -561,9 +594,9 @@ def test_property_flow_inverse_of_forward(case):
 @settings(max_examples=30, deadline=None, derandomize=True)
 @given(case=flow_cases)
 def test_property_flow_log_det_equals_autograd_jacobian(case):
-    d = min(case["d"], 4)
+    d, m = min(case["d"], 4), case["members"]
     generator = torch.Generator().manual_seed(case["seed"])
-    init = case["spread"] * torch.randn(32, d, generator=generator)
+    init = case["spread"] * torch.randn(m, 32, d, generator=generator)
     flow = make_flow(d, case["n_blocks"], case["seed"], case["scale"], init).double()
     # The rotations are drawn in float32, orthogonal only to ~1e-7; make them exactly
     # orthogonal in float64 so that their log|det| is 0 to float64 precision.
@@ -571,29 +604,75 @@ def test_property_flow_log_det_equals_autograd_jacobian(case):
         for layer in flow.layers:
             if isinstance(layer, Rotation):
                 q, r = torch.linalg.qr(layer.weight)
-                layer.weight.copy_(q * torch.sign(torch.diagonal(r)))
-    z = case["spread"] * torch.randn(3, d, generator=generator, dtype=torch.float64)
+                layer.weight.copy_(q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+                                   .unsqueeze(-2))
+    z = case["spread"] * torch.randn(m, 3, d, generator=generator, dtype=torch.float64)
     _, log_det = flow(z)
-    for i in range(len(z)):
-        jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], z[i])
-        sign, logabsdet = torch.linalg.slogdet(jac)
-        assert sign != 0
-        torch.testing.assert_close(log_det[i], logabsdet, atol=1e-8, rtol=1e-8)
+    for k in range(m):
+        for i in range(z.shape[1]):
+            jac = torch.autograd.functional.jacobian(
+                lambda v: flow(z.index_put((torch.tensor(k), torch.tensor(i)), v))[0][k, i],
+                z[k, i])
+            sign, logabsdet = torch.linalg.slogdet(jac)
+            assert sign != 0
+            torch.testing.assert_close(log_det[k, i], logabsdet, atol=1e-8, rtol=1e-8)
     # log_prob is the change of variables with a standard normal base
     u, _ = flow(z)
-    expected = (torch.distributions.Normal(0.0, 1.0).log_prob(u).sum(dim=1) + log_det)
+    expected = (torch.distributions.Normal(0.0, 1.0).log_prob(u).sum(dim=-1) + log_det)
     torch.testing.assert_close(flow.log_prob(z), expected, atol=1e-10, rtol=1e-10)
 
 
 @settings(max_examples=15, deadline=None, derandomize=True)
 @given(case=flow_cases)
 def test_property_flow_density_does_not_depend_on_the_batch(case):
+    """A row's density depends neither on the other rows nor on the other members' latents."""
+    m = case["members"]
     generator = torch.Generator().manual_seed(case["seed"])
     flow = make_flow(case["d"], case["n_blocks"], case["seed"], case["scale"],
-                     torch.randn(32, case["d"], generator=generator)).double()
-    z = case["spread"] * torch.randn(case["n"], case["d"], generator=generator,
+                     torch.randn(m, 32, case["d"], generator=generator)).double()
+    z = case["spread"] * torch.randn(m, case["n"], case["d"], generator=generator,
                                      dtype=torch.float64)
     with torch.no_grad():
         together = flow.log_prob(z)
-        alone = torch.cat([flow.log_prob(z[i:i + 1]) for i in range(len(z))])
+        alone = torch.cat([flow.log_prob(z[:, i:i + 1]) for i in range(z.shape[1])], dim=1)
+        others = z.clone()
+        others[1:] = -others[1:]
+        first = flow.log_prob(others)[0]
     torch.testing.assert_close(together, alone, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(first, together[0], atol=1e-10, rtol=1e-10)
+
+
+# ================================================================ properties: feature scaling
+@pytest.mark.parametrize("est", CLASSES)
+@pytest.mark.parametrize("feature_scaling", ["robust", "standard"])
+@settings(max_examples=4, deadline=None, derandomize=True)
+@given(exponents=arrays(np.int64, N_FEATURES, elements=st.integers(-8, 8)))
+def test_property_feature_scaling_makes_the_fit_free_of_units(est, feature_scaling, exponents):
+    """Rescaling each feature by a power of two (exact in floating point) leaves the fitted
+    networks unchanged: the same latents, scores shifted by the log-Jacobian, decodings and
+    samples in the new units. One column is mostly zero (robust spread 0: the full range
+    is used)."""
+    data = X.copy()
+    data[:-3, 1] = 0.0
+    factor = 2.0 ** exponents
+    a = fit_quietly(make(est, feature_scaling=feature_scaling), data)
+    b = fit_quietly(make(est, feature_scaling=feature_scaling), data * factor)
+    np.testing.assert_array_equal(a.transform(data), b.transform(data * factor))
+    np.testing.assert_allclose(b.score_samples(data * factor),
+                               a.score_samples(data) - np.log(factor).sum(), rtol=1e-6,
+                               atol=1e-5)  # the float32 sum of the shifted score
+    Z = a.transform(X_TEST)
+    np.testing.assert_allclose(b.inverse_transform(Z), a.inverse_transform(Z) * factor,
+                               rtol=1e-6)
+    np.testing.assert_allclose(b.sample(4, random_state=0), a.sample(4, random_state=0) * factor,
+                               rtol=1e-6)
+    np.testing.assert_allclose(b.noise_variance_, a.noise_variance_ * factor ** 2, rtol=1e-6)
+
+
+def test_feature_scaling_off_depends_on_units():
+    """Without feature scaling the same rescaling changes the fit (so the test above has
+    something to show)."""
+    factor = 2.0 ** np.arange(N_FEATURES)
+    a = fit_quietly(make("GLF", feature_scaling=None))
+    b = fit_quietly(make("GLF", feature_scaling=None), X * factor)
+    assert not np.allclose(a.transform(X), b.transform(X * factor))

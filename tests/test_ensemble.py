@@ -1,0 +1,119 @@
+"""Ensembles (``n_estimators > 1``): members trained and evaluated together along a leading
+member dimension, each one a model of its own, combined as the docstring says."""
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
+from skflowgen._base import torch_generator
+
+from .conftest import TINY
+
+N_MEMBERS = 3
+CLASSES = {"GLF": GenerativeLatentFlow, "LFP": LangevinFlowPriorGenerator}
+
+
+def make(est, **kw):
+    extra = {"n_steps": 5} if est == "LFP" else {}
+    return CLASSES[est](**{**TINY, "max_iter": 5, "random_state": 0, **extra, **kw})
+
+
+@pytest.fixture(scope="module")
+def ensembles(blob):
+    cache = {}
+
+    def get(est, score_method="joint"):
+        if (est, score_method) not in cache:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                cache[est, score_method] = make(est, n_estimators=N_MEMBERS,
+                                                score_method=score_method).fit(blob)
+        return cache[est, score_method]
+    return get
+
+
+def member(model, k):
+    """Member ``k`` of a fitted ensemble as a one-member model of its own: every tensor of the
+    networks sliced at ``k`` along the member dimension (the couplings' masks have none)."""
+    single = copy.deepcopy(model).set_params(n_estimators=1)
+    single._n_members = 1
+    single._build_modules(torch_generator(0, "cpu"))
+    for name in model._module_names:
+        state = {key: value if key.endswith("mask") else value[k:k + 1]
+                 for key, value in getattr(model, name).state_dict().items()}
+        getattr(single, name).load_state_dict(state)
+    single._row_activations = single._count_row_activations()
+    return single
+
+
+@pytest.mark.parametrize("est", CLASSES)
+@pytest.mark.parametrize("score_method", ["joint", "marginal"])
+def test_ensemble_is_the_mean_of_its_members(ensembles, blob, est, score_method):
+    """Each member, cut out as a model of its own, gives the ensemble's outputs: the score is
+    the members' mean, ``transform`` their latents side by side, ``inverse_transform`` the
+    mean of their decodings."""
+    model = ensembles(est, score_method)
+    members = [member(model, k) for k in range(N_MEMBERS)]
+    np.testing.assert_allclose(model.score_samples(blob),
+                               np.mean([m.score_samples(blob) for m in members], axis=0),
+                               rtol=1e-4, atol=1e-4)
+    Z = model.transform(blob)
+    d = model.n_components_
+    assert Z.shape == (len(blob), N_MEMBERS * d)
+    for k, m in enumerate(members):
+        np.testing.assert_allclose(Z[:, k * d:(k + 1) * d], m.transform(blob),
+                                   rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        model.inverse_transform(Z),
+        np.mean([m.inverse_transform(Z[:, k * d:(k + 1) * d]) for k, m in enumerate(members)],
+                axis=0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_members_start_from_different_weights_and_learn_their_own_noise(ensembles, est):
+    model = ensembles(est)
+    for name in model._module_names:
+        for key, value in getattr(model, name).state_dict().items():
+            if key.endswith("mask") or not value.any():
+                continue
+            assert not torch.equal(value[0], value[1]), f"{name}.{key}"
+    assert model.noise_variance_.shape == (N_MEMBERS, model.n_features_in_)
+    assert len(np.unique(model.noise_variance_[:, 0])) == N_MEMBERS
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_sample_draws_each_row_from_one_member(ensembles, est):
+    """With one member's decoder pinned to a constant far from the data, about a third of the
+    rows are exactly that constant and the others nowhere near it."""
+    model = copy.deepcopy(ensembles(est))
+    decoder = model.decoder_ if est == "GLF" else model.generator_
+    with torch.no_grad():
+        decoder[-1].weight[1] = 0.0
+        decoder[-1].bias[1] = 100.0
+    rows = model.sample(600, random_state=0)
+    pinned = (rows == 100.0).all(axis=1)
+    assert (np.abs(rows[~pinned]) < 50).all()
+    assert 0.25 < pinned.mean() < 0.42  # 1/3, with 4 standard errors of a binomial share
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_feature_names_and_inverse_transform_width_follow_the_members(ensembles, blob, est):
+    model = ensembles(est)
+    names = model.get_feature_names_out()
+    assert len(names) == N_MEMBERS * model.n_components_
+    with pytest.raises(ValueError, match="n_estimators \\* n_components_"):
+        model.inverse_transform(np.zeros((2, model.n_components_)))
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_warm_start_with_another_member_count_fails(blob, est):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = make(est, n_estimators=2, warm_start=True).fit(blob)
+    with pytest.raises(ValueError, match="warm_start"):
+        model.set_params(n_estimators=3).fit(blob)

@@ -1,4 +1,5 @@
-"""Model selection on a dask.distributed cluster gives the same answer as a local run."""
+"""Model selection and scoring on a dask.distributed cluster give the same answers as a local
+run."""
 
 import numpy as np
 import pytest
@@ -28,3 +29,18 @@ def test_grid_search_on_a_local_cluster_matches_local(blob):
     assert remote.best_params_ == local.best_params_
     for key in ("mean_test_score", "split0_test_score", "split1_test_score"):
         np.testing.assert_allclose(remote.cv_results_[key], local.cv_results_[key], rtol=1e-6)
+
+
+def test_scoring_a_dask_array_on_a_local_cluster_matches_local(blob):
+    """A fitted model, shipped to the workers, scores a dask array block by block (blocks of
+    an odd size) exactly as one local call does: a row's score never depends on its block."""
+    da = pytest.importorskip("dask.array")
+    X = np.vstack([blob] * 3)
+    model = LangevinFlowPriorGenerator(score_method="marginal", max_iter=2, n_steps=3,
+                                       n_estimators=2, random_state=0, **TINY).fit(blob)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        blocks = da.from_array(X, chunks=(37, X.shape[1]))
+        remote = blocks.map_blocks(model.score_samples, drop_axis=1, dtype=np.float64).compute()
+    np.testing.assert_array_equal(remote, model.score_samples(X))

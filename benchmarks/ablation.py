@@ -5,8 +5,10 @@ What it reports
     (``glf-joint[max_iter=10,n_components=4]``) are grouped into variants. A variant's factors
     are its bracketed parameters plus ``score_method`` (``-joint`` / ``-marginal`` / default).
     For every variant: mean AUROC and AP over the datasets (each the mean over seeds), its
-    average rank among the variants of the same model, and the number of datasets where it is
-    more than 15 AUROC points below IsolationForest (read from the same raw files). For every
+    average rank among the variants of the same model, its average rank by AUROC among itself
+    and the seven other detectors of the ADBench table (IsolationForest, LOF, OCSVM, GMM, ECOD,
+    PyOD's AE and VAE, read from the same raw files; 1 is best), and the number of datasets
+    where it is more than 15 AUROC points below IsolationForest. For every
     factor and pair of its levels: the mean change of the variants' mean AUROC and AP between
     the two levels, over all pairs of variants that differ in that factor alone (main effect,
     averaged over the other factors), with the number of such pairs.
@@ -32,7 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from adbench import detector  # noqa: E402
+from adbench import DEFAULT_DETECTORS, detector  # noqa: E402
+
+OTHER_DETECTORS = [d for d in DEFAULT_DETECTORS if d not in ("glf", "lfp")]
 
 
 def factors_of(spec):
@@ -76,11 +80,17 @@ def summarise(rows, model, n_seeds, match):
     scores = {v: (mean(auroc, v), mean(ap, v)) for v in variants}
     iforest = mean(auroc, "iforest")
     ranks = _common.average_ranks(np.column_stack([scores[v][0] for v in variants]))
+    baselines = [d for d in OTHER_DETECTORS if all(complete(d, ds) for ds in datasets)]
+    baseline_auroc = [mean(auroc, d) for d in baselines]
+    table_rank = {v: _common.average_ranks(np.column_stack([scores[v][0], *baseline_auroc]))
+                  for v in variants}  # the variant's, then the baselines' ranks
+    at_if = 1 + baselines.index("iforest")
     levels = {v: factors_of(v)[1] for v in variants}
     names = sorted({k for lv in levels.values() for k in lv})
     variant_rows = sorted(
         ([*(levels[v].get(k, "") for k in names), f"{scores[v][0].mean():.1f}",
           f"{scores[v][1].mean():.1f}", f"{rank:.2f}",
+          f"{table_rank[v][0]:.2f} ({table_rank[v][at_if]:.2f})",
           str(int(np.sum(scores[v][0] < iforest - 15)))]
          for v, rank in zip(variants, ranks)), key=lambda row: -float(row[len(names)]))
     effect_rows = []
@@ -97,8 +107,9 @@ def summarise(rows, model, n_seeds, match):
                 d_ap = np.mean([scores[y][1].mean() - scores[x][1].mean() for x, y in pairs])
                 effect_rows.append([name, f"{a} -> {b}", f"{d_roc:+.1f}", f"{d_ap:+.1f}",
                                     str(len(pairs))])
+    baseline_ranks = _common.average_ranks(np.column_stack(baseline_auroc))
     return (names, variant_rows, effect_rows, datasets, iforest.mean(),
-            mean(ap, "iforest").mean())
+            mean(ap, "iforest").mean(), dict(zip(baselines, baseline_ranks)))
 
 
 def main(argv=None):
@@ -120,16 +131,21 @@ def main(argv=None):
         summary = summarise(rows, model, len(args.seeds), args.match)
         if summary is None:
             continue
-        names, variant_rows, effect_rows, datasets, if_roc, if_ap = summary
+        names, variant_rows, effect_rows, datasets, if_roc, if_ap, others = summary
         lines += [
             f"### {model.upper()}: variants", "",
             f"{len(datasets)} datasets, seeds {', '.join(map(str, args.seeds))}, mean over "
             f"seeds; IsolationForest on the same runs: AUROC {if_roc:.1f}, "
-            f"AP {if_ap:.1f}. `rank`: average rank among the variants of this table; `< IF-15`: "
+            f"AP {if_ap:.1f}. `rank`: average rank among the variants of this table; `rank "
+            f"of {len(others) + 1}`: average AUROC rank among the variant and the other "
+            f"{len(others)} detectors (" + ", ".join(others) + "), IsolationForest's in "
+            "brackets (without the variant they rank " +
+            ", ".join(f"{d} {r:.2f}" for d, r in others.items()) + "); `< IF-15`: "
             "sets more than 15 AUROC points below IsolationForest; `support_fraction` None is "
             "`1 - contamination` (0.9).",
-            "", _common.markdown_table([*names, "AUROC", "AP", "rank", "< IF-15"],
-                                       variant_rows), "",
+            "", _common.markdown_table(
+                [*names, "AUROC", "AP", "rank", f"rank of {len(others) + 1}", "< IF-15"],
+                variant_rows), "",
             f"### {model.upper()}: factor effects (mean change between levels, other factors "
             "matched)", "",
             _common.markdown_table(["factor", "levels", "AUROC", "AP", "pairs"], effect_rows),

@@ -14,7 +14,17 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, BaseLatentFlow, adam
 from .langevin import langevin
-from .networks import make_decoder
+from .networks import make_decoder, member_mean
+
+
+_PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
+    score_method="marginal", support_fraction=None, n_estimators=1,
+    score_method_evidence="The default for LFP: 0.4 AUROC points above the joint on the "
+    "18 ADBench\n        sets (three seeds).",
+    support_fraction_evidence="The default for LFP\n        (trimmed): 0.9 AUROC and "
+    "6.3 AP points above untrimmed training on the ADBench sets.",
+    n_estimators_evidence="One, the default for LFP: five members measured 0.4 AUROC "
+    "points lower on the\n        ADBench sets (one seed) for 1.4 times the fit time.")
 
 
 class LangevinFlowPriorGenerator(BaseLatentFlow):
@@ -65,7 +75,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     learning_rate_init : float, default=4e-4
         Adam learning rate of the generator and the flow (betas (0.5, 0.999)),
         decayed by 0.998 per epoch.
-{COMMON_PARAMETERS_DOC}
+{_PARAMETERS_DOC}
 
     Attributes
     ----------
@@ -103,10 +113,10 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=5,
                  image_shape=None, sigma="auto", step_size=1.0, n_steps=20,
-                 feature_scaling=None, covariance_type="diag", score_method="marginal",
-                 contamination=0.1, support_fraction=1.0, n_estimators=1, max_iter=100,
+                 feature_scaling="robust", covariance_type="diag", score_method="marginal",
+                 contamination=0.1, support_fraction=None, n_estimators=1, max_iter=10,
                  batch_size="auto",
-                 learning_rate_init=4e-4, tol=1e-4, n_iter_no_change=10, early_stopping=False,
+                 learning_rate_init=4e-4, tol=None, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.1, warm_start=False, verbose=0, random_state=None,
                  device="auto"):
         super().__init__(
@@ -190,7 +200,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
             x, mask = self._observed(xb)
             if mask is None:  # nothing missing in this chunk
                 return xb
-            return self._to_data(torch.where(mask, xb,
-                                             self._decode(self._infer_latent(x, mask)).mean(dim=0)))
+            decoded = member_mean(self._decode(self._infer_latent(x, mask)))
+            return self._to_data(torch.where(mask, xb, decoded))
         filled = self._apply(fill, X, data=True)
         return np.where(np.isnan(X), filled, X)

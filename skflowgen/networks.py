@@ -44,6 +44,16 @@ def member_matmul(x, weight, batched):
     return torch.stack([x[m] @ weight[m].T for m in range(members)])
 
 
+def member_mean(x):
+    """Mean over the leading member dimension of ``x``, adding the members one by one:
+    ``torch.mean`` over a leading dimension of 5 or more sums in an order that depends on
+    the size of the others (measured), so a row's mean would depend on its batch."""
+    total = x[0]
+    for member in x[1:]:
+        total = total + member
+    return total / len(x)
+
+
 class Linear(nn.Module):
     """``n_members`` independent affine maps applied at once: ``x W_m^T + b_m``.
 

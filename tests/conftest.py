@@ -1,5 +1,7 @@
 """Small data and tiny configurations shared by the tests."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,9 @@ from sklearn.datasets import load_digits
 # The tests' networks are tiny: one thread runs them fastest and keeps CI times steady.
 torch.set_num_threads(1)
 
-TINY = dict(hidden_layer_sizes=(16,), n_flow_blocks=2, batch_size=64, device="cpu")
+# The device the tests fit on: the CPU, or e.g. ``SKFLOWGEN_TEST_DEVICE=cuda`` on a GPU machine.
+DEVICE = os.environ.get("SKFLOWGEN_TEST_DEVICE", "cpu")
+TINY = dict(hidden_layer_sizes=(16,), n_flow_blocks=2, batch_size=64, device=DEVICE)
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,15 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 
-SMALL = dict(max_iter=3, hidden_layer_sizes=(16,), n_flow_blocks=2, device="cpu")
+from .conftest import DEVICE
+
+SMALL = dict(max_iter=3, hidden_layer_sizes=(16,), n_flow_blocks=2, device=DEVICE)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks([GenerativeLatentFlow(**SMALL),
+@parametrize_with_checks([GenerativeLatentFlow(**SMALL),  # the default ensemble of five
                           LangevinFlowPriorGenerator(n_steps=5, **SMALL),
-                          GenerativeLatentFlow(n_estimators=2, **SMALL),
+                          GenerativeLatentFlow(n_estimators=1, **SMALL),
                           LangevinFlowPriorGenerator(n_estimators=2, n_steps=5, **SMALL)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)

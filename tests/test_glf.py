@@ -42,7 +42,7 @@ def test_stop_gradient_keeps_flow_nll_out_of_encoder(blob):
 
 
 def test_noise_variance_is_mean_squared_training_residual(blob):
-    model = GenerativeLatentFlow(max_iter=3, random_state=0, **TINY).fit(blob)
+    model = GenerativeLatentFlow(n_estimators=1, max_iter=3, random_state=0, **TINY).fit(blob)
     residual = blob - model.inverse_transform(model.transform(blob))
     np.testing.assert_allclose(model.noise_variance_, np.mean(residual ** 2, axis=0),
                                rtol=1e-4)
@@ -84,7 +84,7 @@ def test_image_shape_uses_convolutions(digits01):
                                  random_state=0, **TINY).fit(X)
     assert any(isinstance(m, torch.nn.Conv2d) for m in model.encoder_.modules())
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.decoder_.modules())
-    assert model.transform(X).shape == (128, 4)
+    assert model.transform(X).shape == (128, 4 * model.n_estimators)
     assert model.inverse_transform(model.transform(X)).shape == X.shape
 
 

@@ -11,7 +11,7 @@ from sklearn.model_selection import GridSearchCV
 
 from skflowgen import LangevinFlowPriorGenerator
 
-from .conftest import TINY
+from .conftest import DEVICE, TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -48,7 +48,7 @@ def test_impute_keeps_observed_and_beats_column_means(digits01):
     train, test = X[:1200], X[1200:1500]
     model = LangevinFlowPriorGenerator(n_components=8, max_iter=15, n_steps=10,
                                        covariance_type="spherical", random_state=0,
-                                       device="cpu").fit(train)
+                                       device=DEVICE).fit(train)
     rng = np.random.RandomState(0)
     holes = rng.rand(*test.shape) < 0.3
     corrupted = np.where(holes, np.nan, test)
@@ -72,8 +72,8 @@ def test_fit_on_incomplete_rows(blob):
 
 
 def test_fixed_sigma_is_kept(blob):
-    model = LangevinFlowPriorGenerator(sigma=0.3, max_iter=2, n_steps=5, random_state=0,
-                                       **TINY).fit(blob)
+    model = LangevinFlowPriorGenerator(sigma=0.3, feature_scaling=None, max_iter=2, n_steps=5,
+                                       random_state=0, **TINY).fit(blob)
     assert model.noise_variance_ == pytest.approx(np.full(blob.shape[1], 0.09))
 
 

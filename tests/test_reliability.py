@@ -20,6 +20,8 @@ import skflowgen._base as base
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 from skflowgen.flows import AffineCoupling, CouplingFlow, Rotation
 
+from .conftest import DEVICE
+
 N_FEATURES = 3
 _rng = np.random.RandomState(0)
 X = _rng.randn(40, N_FEATURES)
@@ -28,7 +30,7 @@ X_MISSING = X_TEST.copy()
 X_MISSING[[0, 2, 5], [1, 0, 2]] = np.nan
 
 SMALL = dict(hidden_layer_sizes=(8,), n_flow_blocks=2, max_iter=3, batch_size=64,
-             random_state=0, device="cpu")
+             random_state=0, device=DEVICE)
 CLASSES = {"GLF": GenerativeLatentFlow, "LFP": LangevinFlowPriorGenerator}
 
 
@@ -482,7 +484,7 @@ def test_property_lfp_scores_and_imputes_missing(fitted, score_method, data):
                                     elements=st.floats(-1e3, 1e3)))
 def test_property_transform_inverse_transform_shapes(fitted, est, data, z):
     model = fitted(est)
-    d = model.n_components_
+    d = model.n_estimators * model.n_components_  # the members' latents side by side
     latents = model.transform(data)
     assert latents.shape == (len(data), d) and np.isfinite(latents).all()
     decoded = model.inverse_transform(np.repeat(z, d, axis=1))

@@ -15,13 +15,15 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 
+from .conftest import DEVICE
+
 N_FEATURES = 4
 _rng = np.random.RandomState(0)
 X = _rng.randn(30, N_FEATURES)
 X01 = _rng.rand(30, N_FEATURES)
 
 SMALL = dict(hidden_layer_sizes=(8,), n_flow_blocks=2, max_iter=2, batch_size=32,
-             random_state=0, device="cpu")
+             random_state=0, device=DEVICE)
 FACTORIES = {
     "GLF": lambda **kw: GenerativeLatentFlow(**{**SMALL, **kw}),
     "LFP": lambda **kw: LangevinFlowPriorGenerator(**{**SMALL, "n_steps": 3, **kw}),

@@ -42,7 +42,8 @@ COMMON_PARAMETERS_DOC = """\
         ``score_samples`` is ``log p(x)`` of the unscaled row (the log-Jacobian
         ``-sum_j log s_j`` of the observed entries added), ``inverse_transform``, ``sample``
         and ``impute`` map back. A fixed ``sigma`` (LFP) is in the scaled units. Ignored with
-        ``reconstruction='bce'`` (GLF), which needs the data in [0, 1]. On the 18 ADBench
+        ``image_shape`` (a convolution shares its weights across pixels, which then keep one
+        common scale) and with ``reconstruction='bce'`` (GLF), which needs the data in [0, 1]. On the 18 ADBench
         sets the default ranked anomalies 4.6 (GLF) and 1.5 (LFP) AUROC points better than
         None (benchmarks/RESULTS.md, "Feature scaling and ensembles").
     covariance_type : {'diag', 'spherical'}, default='diag'
@@ -388,7 +389,11 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         self.loss_curve_ = []
         self.validation_scores_ = [] if self.early_stopping else None
 
-    _scales_features = True
+    @property
+    def _scales_features(self):
+        """Whether ``feature_scaling`` applies: not to images, whose convolutions share their
+        weights across pixels and so need one scale for all of them."""
+        return self.image_shape is None
 
     def _fit_feature_scaling(self, X):
         """``_center`` and ``_scale`` of each feature (see ``feature_scaling``), NaN ignored."""
@@ -704,16 +709,19 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         A short last chunk is padded to a multiple of 16 rows: a row's result then does not
         depend on the other rows of the call (matrix products of fewer than about 12 rows
         round differently; from 16 rows up the CPU kernels agree to the bit whatever the
-        number of rows, which the scikit-learn subset-invariance checks verify).
+        number of rows, which the scikit-learn subset-invariance checks verify). On a GPU,
+        whose libraries pick their matrix kernels by shape, every chunk is padded to the
+        full chunk size instead: one shape for every call.
         """
         device = self._device()
         size = self._chunk_size(marginal)
+        multiple = size if device.type == "cuda" else 16
         for start in range(0, len(x), size):
             chunk = x[start:start + size]
             if isinstance(chunk, np.ndarray):
                 chunk = torch.from_numpy(np.array(chunk, dtype=np.float32))
             n = len(chunk)
-            padded = -(-n // 16) * 16
+            padded = -(-n // multiple) * multiple
             chunk = torch.nn.functional.pad(chunk.to(device), (0, 0, 0, padded - n))
             if data:
                 chunk = self._to_model(chunk)

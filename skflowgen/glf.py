@@ -132,8 +132,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
         return X
 
     @property
-    def _scales_features(self):
-        return self.reconstruction != "bce"
+    def _scales_features(self):  # and Bernoulli likelihoods need the data in [0, 1]
+        return super()._scales_features and self.reconstruction != "bce"
 
     def _build_modules(self, generator):
         super()._build_modules(generator)

@@ -7,7 +7,7 @@ from sklearn.model_selection import GridSearchCV
 
 from skflowgen import GenerativeLatentFlow
 
-from .conftest import TINY
+from .conftest import DEVICE, TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -28,7 +28,7 @@ def _encoder_grads(model, x, stop_gradient):
 
 def test_stop_gradient_keeps_flow_nll_out_of_encoder(blob):
     model = GenerativeLatentFlow(max_iter=2, random_state=0, **TINY).fit(blob)
-    x = torch.tensor(blob[:32], dtype=torch.float32)
+    x = torch.tensor(blob[:32], dtype=torch.float32, device=DEVICE)
     stopped = _encoder_grads(model, x, True)
     # reference: gradient of the reconstruction term alone
     for p in model.encoder_.parameters():

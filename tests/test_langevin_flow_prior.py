@@ -35,9 +35,9 @@ def test_missing_entries_do_not_influence_inference(fitted, blob):
     X[:, 2] = np.nan
     other = blob[:10].copy()
     other[:, 2] = 1e3  # a wild value where the entry is missing must not matter
-    x, mask = fitted._observed(torch.tensor(X, dtype=torch.float32))
+    x, mask = fitted._observed(torch.tensor(X, dtype=torch.float32, device=DEVICE))
     z_nan = fitted._infer_latent(x, mask)
-    x_other = torch.tensor(other, dtype=torch.float32)
+    x_other = torch.tensor(other, dtype=torch.float32, device=DEVICE)
     z_other = fitted._infer_latent(x_other, mask)
     torch.testing.assert_close(z_nan, z_other)
     assert not np.allclose(fitted.transform(X), fitted.transform(other))

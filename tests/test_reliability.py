@@ -59,7 +59,8 @@ def assert_same_weights(a, b):
         sa, sb = ma.state_dict(), mb.state_dict()
         assert sa.keys() == sb.keys()
         for key in sa:
-            assert torch.equal(sa[key], sb[key]), key
+            assert torch.equal(sa[key].cpu(), sb[key].cpu()), key  # a restored model may
+            # hold its weights on the CPU until its next call moves them
 
 
 def outputs(model):
@@ -395,7 +396,10 @@ def test_set_device_cpu_after_fit(est):
     expected = outputs(model)
     model.set_params(device="cpu")
     for key, value in outputs(model).items():
-        np.testing.assert_array_equal(value, expected[key], err_msg=key)
+        if torch.cuda.is_available():  # fitted on the GPU: its kernels round differently
+            np.testing.assert_allclose(value, expected[key], rtol=1e-4, atol=1e-4, err_msg=key)
+        else:
+            np.testing.assert_array_equal(value, expected[key], err_msg=key)
 
 
 @pytest.mark.parametrize("est", CLASSES)

@@ -118,7 +118,9 @@ COMMON_PARAMETERS_DOC = """\
     random_state : int, RandomState instance or None, default=None
         Seeds private :class:`torch.Generator` objects for initialisation,
         shuffling, Langevin noise and importance sampling. Torch's global RNG
-        is never used. A fitted model scores deterministically either way.
+        is never used. A fitted model scores deterministically either way; its
+        importance draws and ``sample`` draws come from a CPU generator, so that
+        it gives the same numbers on the CPU and on a GPU, up to rounding.
     device : str, default='auto'
         ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
         Resolved at every call, so ``set_params(device='cpu')`` works on a
@@ -681,9 +683,9 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         mean of the members' scores, in the data's units with ``data``."""
         eps = None
         if self.score_method == "marginal":
-            generator = torch_generator(self._inference_seed, device)
-            eps = torch.randn(_N_IMPORTANCE_SAMPLES, self.n_components_, generator=generator,
-                              device=device)
+            generator = torch_generator(self._inference_seed, "cpu")  # same draws on any device
+            eps = torch.randn(_N_IMPORTANCE_SAMPLES, self.n_components_,
+                              generator=generator).to(device)
 
         def score(xb):
             xb, mask = self._observed(xb)
@@ -855,10 +857,9 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
         device = self._device()
         seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-        generator = torch_generator(seed, device)
-        u = torch.randn(n_samples, self.n_components_, generator=generator, device=device)
-        member = torch.randint(self._n_members, (n_samples, 1), generator=generator,
-                               device=device)
+        generator = torch_generator(seed, "cpu")  # the same draws on any device
+        u = torch.randn(n_samples, self.n_components_, generator=generator)
+        member = torch.randint(self._n_members, (n_samples, 1), generator=generator)
 
         def generate(rows):
             x = self._decode(self.flow_.inverse(rows[:, :-1]))

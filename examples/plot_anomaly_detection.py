@@ -16,14 +16,12 @@ AUROC and writes
 """
 
 import time
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.ensemble import IsolationForest
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
@@ -34,9 +32,7 @@ from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 
 plt.switch_backend("Agg")
 torch.set_num_threads(1)  # tiny networks: one thread is as fast, and steady on a busy machine
-warnings.filterwarnings("ignore", category=ConvergenceWarning)  # epochs capped on purpose
-cfg = settings(full=dict(glf_epochs=50, lfp_epochs=40, n_train=None),
-               quick=dict(glf_epochs=2, lfp_epochs=2, n_train=200))
+cfg = settings(full=dict(epochs={}, n_train=None), quick=dict(epochs={"max_iter": 2}, n_train=200))
 
 ANOMALY = 7
 X, digit = load_digits(return_X_y=True)
@@ -46,14 +42,13 @@ X_train = X_train[:cfg.n_train]
 X_test = np.vstack([X_normal_test, X[is_anomaly]])
 y_test = np.r_[np.zeros(len(X_normal_test)), np.ones(is_anomaly.sum())]  # 1 = anomaly
 
+# The rows are 8x8 images: image_shape gives both models convolutional networks; every other
+# parameter is the default.
+IMAGES = dict(image_shape=(1, 8, 8), random_state=0, **cfg.epochs)
 detectors = {
-    "GenerativeLatentFlow": make_pipeline(MinMaxScaler(), GenerativeLatentFlow(
-        n_components=8, max_iter=cfg.glf_epochs, random_state=0)),
-    # One noise variance shared by all pixels (the paper's sigma^2 I): with one variance
-    # per pixel, the always-blank border pixels get a tiny variance that slows down the
-    # Langevin inference.
-    "LangevinFlowPriorGenerator": make_pipeline(MinMaxScaler(), LangevinFlowPriorGenerator(
-        n_components=8, covariance_type="spherical", max_iter=cfg.lfp_epochs, random_state=0)),
+    "GenerativeLatentFlow": make_pipeline(MinMaxScaler(), GenerativeLatentFlow(**IMAGES)),
+    "LangevinFlowPriorGenerator": make_pipeline(MinMaxScaler(),
+                                                LangevinFlowPriorGenerator(**IMAGES)),
     "IsolationForest": IsolationForest(random_state=0),
 }
 

@@ -46,13 +46,14 @@ COMMON_PARAMETERS_DOC = """\
         common scale) and with ``reconstruction='bce'`` (GLF), which needs the data in [0, 1]. On the 18 ADBench
         sets the default ranked anomalies 4.6 (GLF) and 1.5 (LFP) AUROC points better than
         None (benchmarks/RESULTS.md, "Feature scaling and ensembles").
-    covariance_type : {'diag', 'spherical'}, default='diag'
+    covariance_type : {'diag', 'spherical'}, default=%(covariance_type)r
         Observation noise ``N(x; g(z), diag(sigma^2))`` fitted by maximum
         likelihood: one variance per feature (``'diag'``, nonlinear factor
-        analysis: features the model reconstructs well weigh more, which ranks
-        anomalies better on tables), or one shared variance (``'spherical'``,
-        the papers' ``sigma^2 I``, which imputes missing values better since no
-        feature can be written off as noise).
+        analysis: features the model reconstructs well weigh more), or one
+        shared variance (``'spherical'``, the papers' ``sigma^2 I``: no feature
+        can be written off as noise, nor dominate the likelihood from a variance
+        driven to its floor).
+        %(covariance_type_evidence)s
     score_method : {'marginal', 'joint'}, default=%(score_method)r
         What :meth:`score_samples` estimates. ``'marginal'``: an
         importance-sampled estimate of ``log p(x)`` (128 draws from

@@ -18,7 +18,10 @@ from .networks import make_decoder, member_mean
 
 
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
-    score_method="marginal", support_fraction=None, n_estimators=1,
+    score_method="marginal", support_fraction=None, n_estimators=1, covariance_type="spherical",
+    covariance_type_evidence="LFP's default: with feature scaling, one shared variance ranked "
+    "the\n        anomalies of the 18 ADBench sets 1.5 AUROC points better (annthyroid: "
+    "66 -> 86).",
     score_method_evidence="The default for LFP: 0.4 AUROC points above the joint on the "
     "18 ADBench\n        sets (three seeds).",
     support_fraction_evidence="The default for LFP\n        (trimmed): 0.9 AUROC and "
@@ -113,7 +116,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=5,
                  image_shape=None, sigma="auto", step_size=1.0, n_steps=20,
-                 feature_scaling="robust", covariance_type="diag", score_method="marginal",
+                 feature_scaling="robust", covariance_type="spherical", score_method="marginal",
                  contamination=0.1, support_fraction=None, n_estimators=1, max_iter=10,
                  batch_size="auto",
                  learning_rate_init=4e-4, tol=None, n_iter_no_change=10, early_stopping=False,

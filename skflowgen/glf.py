@@ -26,7 +26,7 @@ _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     support_fraction_evidence="The default for GLF\n        trains on every row: "
     "trimming measured 0.3 AUROC points lower on the ADBench sets.",
     n_estimators_evidence="Five, the default for GLF: 0.9 AUROC and 2.5 AP points above "
-    "one member on\n        the ADBench sets, for about three times the fit time.")
+    "one member on\n        the ADBench sets, for one to three times the fit time.")
 
 
 class GenerativeLatentFlow(BaseLatentFlow):

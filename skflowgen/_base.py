@@ -839,6 +839,33 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return self._apply(lambda zb: self._to_data(
             member_mean(self._decode(zb.unflatten(1, members).transpose(0, 1)))), Z)
 
+    def impute(self, X):
+        """Fill the NaN entries of ``X`` with the decoding ``g(z~)`` of the latent ``z~``
+        that :meth:`transform` infers from the row's observed entries; with
+        ``n_estimators > 1``, the mean of the members' fills. Observed entries are returned
+        as they are.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows with missing entries as NaN.
+
+        Returns
+        -------
+        X_filled : ndarray of shape (n_samples, n_features)
+            ``X`` with every NaN replaced; observed entries unchanged.
+        """
+        check_is_fitted(self)
+        X = self._validate_input(X, reset=False)
+
+        def fill(xb):
+            x, mask = self._observed(xb)
+            if mask is None:  # nothing missing in this chunk
+                return xb
+            return self._to_data(member_mean(self._decode(self._infer_latent(x, mask))))
+        filled = self._apply(fill, X, data=True)
+        return np.where(np.isnan(X), filled, X)
+
     def sample(self, n_samples=1, random_state=None):
         """Generate rows ``g(f^{-1}(u))``, ``u ~ N(0, I)``; with ``n_estimators > 1``, each
         row from a member drawn uniformly (the members' mixture).

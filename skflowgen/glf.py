@@ -45,6 +45,15 @@ class GenerativeLatentFlow(BaseLatentFlow):
     log p(E(x))``, with ``sigma^2 = noise_variance_`` the mean squared training
     residual, per feature or pooled (``covariance_type``).
 
+    Missing values: NaN entries drop out of the reconstruction loss and of the
+    likelihood, so ``fit`` learns from incomplete rows. The encoder sees a
+    missing entry filled by the model's reconstruction of the row with zeros
+    there (the training median, with feature scaling); :meth:`impute` returns
+    that row's decoding. Ascending ``log p(x_obs, z)`` from the encoder's code,
+    as LFP infers its latents, imputed worse on ``load_digits`` (RMSE 0.218 ->
+    0.252 after 20 steps, 30% missing): the posterior mode fits the observed
+    pixels at the expense of the missing ones.
+
     Parameters
     ----------
     n_components : int or None, default=None
@@ -96,6 +105,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
     """
 
     _module_names = ("encoder_", "decoder_", "flow_", "noise_")
+    _allow_nan = True
 
     _parameter_constraints = {
         **BaseLatentFlow._parameter_constraints,
@@ -128,7 +138,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
 
     def _validate_input(self, X, reset):
         X = super()._validate_input(X, reset)
-        if self.reconstruction == "bce" and (X.min() < 0 or X.max() > 1):
+        if self.reconstruction == "bce" and (np.fmin.reduce(X, axis=None) < 0
+                                             or np.fmax.reduce(X, axis=None) > 1):
             raise ValueError("reconstruction='bce' needs X in [0, 1]; scale it first "
                              "(e.g. MinMaxScaler) or use reconstruction='mse'.")
         return X
@@ -155,16 +166,30 @@ class GenerativeLatentFlow(BaseLatentFlow):
         return [(opt, torch.optim.lr_scheduler.StepLR(opt, step_size=50, gamma=0.5))
                 for opt in (autoencoder, flow)]
 
-    def _reconstruction_loss(self, x, x_hat):
-        """Per-row reconstruction loss: summed squared error or binary cross-entropy."""
+    def _reconstruction_loss(self, x, x_hat, mask=None):
+        """Per-row reconstruction loss over the observed entries: summed squared error or
+        binary cross-entropy."""
         if self.reconstruction == "bce":
-            return F.binary_cross_entropy(x_hat, x.expand_as(x_hat), reduction="none").sum(dim=-1)
-        return (x - x_hat).square().sum(dim=-1)
+            terms = F.binary_cross_entropy(x_hat, x.expand_as(x_hat), reduction="none")
+        else:
+            terms = (x - x_hat).square()
+        return (terms if mask is None else terms * mask).sum(dim=-1)
+
+    def _encode(self, x, mask):
+        """``E(x)``. A row with missing entries is encoded with them filled by the model's
+        current reconstruction ``G(E(x_0))`` of the row ``x_0`` with zeros there (the
+        training median, with feature scaling): the encoder then sees rows like the complete
+        ones it learns from, not holes at an arbitrary value."""
+        if mask is None:
+            return self.encoder_(x)
+        with torch.no_grad():
+            x = torch.where(mask, x, self.decoder_(self.encoder_(x)))
+        return self.encoder_(x)
 
     def _train_step(self, x, mask, generator):
-        z = self.encoder_(x)
+        z = self._encode(x, mask)
         x_hat = self.decoder_(z)
-        recon = self._reconstruction_loss(x, x_hat)
+        recon = self._reconstruction_loss(x, x_hat, mask)
         nll = -self.flow_.log_prob(z.detach() if self.stop_gradient else z)
         loss = self._optimize(recon + nll if self.stop_gradient else self.beta * recon + nll)
         return torch.cat([loss[None], self._residual_stats(x, x_hat.detach(), mask)])
@@ -176,21 +201,26 @@ class GenerativeLatentFlow(BaseLatentFlow):
         return float(mean_squared.sum(axis=1).mean())
 
     def _after_fit(self, x_train):
-        squared = self._stream(lambda xb: (xb - self._decode(self._infer_latent(xb, None)))
-                               .square().transpose(0, 1), x_train)
-        mean_squared = (sum(rows.sum(dim=0) for _, rows in squared) / len(x_train)).cpu().numpy()
-        self._set_noise_variance(mean_squared, np.ones(self.n_features_in_))
+        """``sigma^2`` from the residuals of the final weights over all training rows."""
+        def residuals(xb):
+            x, mask = self._observed(xb)
+            observed = torch.ones_like(x) if mask is None else mask.float()
+            squared = (x - self._decode(self._infer_latent(x, mask))).square() * observed
+            return torch.cat([squared.transpose(0, 1).flatten(1), observed], dim=1)
+        total = sum(rows.sum(dim=0) for _, rows in self._stream(residuals, x_train))
+        stats = np.r_[0.0, (total / len(x_train)).cpu().numpy()]
+        self._set_noise_variance(*self._split_residual_stats(stats))
 
     def _log_likelihood(self, x, x_hat, mask):
         if self.reconstruction == "bce":
-            return -self._reconstruction_loss(x, x_hat)
+            return -self._reconstruction_loss(x, x_hat, mask)
         return super()._log_likelihood(x, x_hat, mask)
 
     def _initial_latents(self, x, generator):
-        return self.encoder_(x)
+        return self._encode(*self._observed(x))
 
     def _infer_latent(self, x, mask):
-        return self.encoder_(x)
+        return self._encode(x, mask)
 
     def _decode(self, z):
         return self.decoder_(z)

@@ -7,14 +7,12 @@ with Short-run Langevin Flow for Approximate Inference", AAAI 2023.
 
 import numbers
 
-import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from ._base import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, BaseLatentFlow, adam
 from .langevin import langevin
-from .networks import make_decoder, member_mean
+from .networks import make_decoder
 
 
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
@@ -180,30 +178,3 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
     def _decode(self, z):
         return self.generator_(z)
-
-    def impute(self, X):
-        """Fill the NaN entries of ``X`` with ``g(z~)`` at the latent inferred from the
-        observed entries (the paper's inpainting and recovery); with ``n_estimators > 1``,
-        the mean of the members' fills.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows with missing entries as NaN.
-
-        Returns
-        -------
-        X_filled : ndarray of shape (n_samples, n_features)
-            ``X`` with every NaN replaced; observed entries unchanged.
-        """
-        check_is_fitted(self)
-        X = self._validate_input(X, reset=False)
-
-        def fill(xb):
-            x, mask = self._observed(xb)
-            if mask is None:  # nothing missing in this chunk
-                return xb
-            decoded = member_mean(self._decode(self._infer_latent(x, mask)))
-            return self._to_data(torch.where(mask, xb, decoded))
-        filled = self._apply(fill, X, data=True)
-        return np.where(np.isnan(X), filled, X)

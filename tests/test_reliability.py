@@ -76,9 +76,8 @@ def outputs(model):
         "offset": np.array(model.offset_),
         "noise_variance": np.array(model.noise_variance_),
     }
-    if isinstance(model, LangevinFlowPriorGenerator):
-        out["impute"] = model.impute(X_MISSING)
-        out["score_missing"] = model.score_samples(X_MISSING)
+    out["impute"] = model.impute(X_MISSING)
+    out["score_missing"] = model.score_samples(X_MISSING)
     return out
 
 
@@ -406,7 +405,7 @@ def test_set_device_cpu_after_fit(est):
 @pytest.mark.parametrize("score_method", ["joint", "marginal"])
 def test_row_scores_do_not_depend_on_the_batch(fitted, est, score_method):
     model = fitted(est, score_method, batch_size=4)   # 7 test rows: two chunks, one padded
-    data = X_MISSING if est == "LFP" else X_TEST
+    data = X_MISSING
     together = model.score_samples(data)
     alone = np.array([model.score_samples(row[None])[0] for row in data])
     np.testing.assert_array_equal(together, alone)
@@ -469,11 +468,11 @@ def test_property_scores_finite_with_right_shape(fitted, est, score_method, data
     np.testing.assert_array_equal(model.predict(data), np.where(scores < model.offset_, -1, 1))
 
 
-@pytest.mark.parametrize("score_method", ["joint", "marginal"])
+@pytest.mark.parametrize("est, score_method", ESTIMATOR_KINDS)
 @PROPERTY_SETTINGS
 @given(data=rows_with_missing())
-def test_property_lfp_scores_and_imputes_missing(fitted, score_method, data):
-    model = fitted("LFP", score_method)
+def test_property_scores_and_imputes_missing(fitted, est, score_method, data):
+    model = fitted(est, score_method)
     scores = model.score_samples(data)
     assert scores.shape == (len(data),) and np.isfinite(scores).all()
     filled = model.impute(data)

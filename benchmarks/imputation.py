@@ -124,7 +124,8 @@ def report(rows, output, n_jobs, threads):
     header = ["setting", "training rows",
               *(f"{name} RMSE (s)" for name in IMPUTERS)]
     table = []
-    for (setting, rows_label) in sorted(groups, key=lambda k: (SETTINGS.index(k[0]), k[1])):
+    for (setting, rows_label) in sorted(groups, key=lambda k: (SETTINGS.index(k[0]),
+                                                               k[1] != "complete")):
         cells = []
         for name in IMPUTERS:
             values = groups[setting, rows_label].get(name)

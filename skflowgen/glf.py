@@ -183,7 +183,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
         if mask is None:
             return self.encoder_(x)
         with torch.no_grad():
-            x = torch.where(mask, x, self.decoder_(self.encoder_(x)))
+            x = torch.where(mask, x, self.decoder_(self.encoder_(torch.where(mask, x, 0.0))))
         return self.encoder_(x)
 
     def _train_step(self, x, mask, generator):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.impute import SimpleImputer
 from sklearn.model_selection import GridSearchCV
 
 from skflowgen import LangevinFlowPriorGenerator
@@ -28,37 +27,6 @@ def test_inference_accumulates_no_parameter_gradient(fitted, blob):
     fitted.score_samples(blob)
     for module in (fitted.generator_, fitted.flow_):
         assert all(p.grad is None for p in module.parameters())
-
-
-def test_missing_entries_do_not_influence_inference(fitted, blob):
-    X = blob[:10].copy()
-    X[:, 2] = np.nan
-    other = blob[:10].copy()
-    other[:, 2] = 1e3  # a wild value where the entry is missing must not matter
-    x, mask = fitted._observed(torch.tensor(X, dtype=torch.float32, device=DEVICE))
-    z_nan = fitted._infer_latent(x, mask)
-    x_other = torch.tensor(other, dtype=torch.float32, device=DEVICE)
-    z_other = fitted._infer_latent(x_other, mask)
-    torch.testing.assert_close(z_nan, z_other)
-    assert not np.allclose(fitted.transform(X), fitted.transform(other))
-
-
-def test_impute_keeps_observed_and_beats_column_means(digits01):
-    X, _ = digits01
-    train, test = X[:1200], X[1200:1500]
-    model = LangevinFlowPriorGenerator(n_components=8, max_iter=15, n_steps=10,
-                                       covariance_type="spherical", random_state=0,
-                                       device=DEVICE).fit(train)
-    rng = np.random.RandomState(0)
-    holes = rng.rand(*test.shape) < 0.3
-    corrupted = np.where(holes, np.nan, test)
-    filled = model.impute(corrupted)
-    np.testing.assert_array_equal(filled[~holes], test[~holes])
-    assert np.isfinite(filled).all()
-    mean_fill = SimpleImputer().fit(train).transform(corrupted)
-    rmse = np.sqrt(np.mean((filled - test)[holes] ** 2))
-    rmse_mean = np.sqrt(np.mean((mean_fill - test)[holes] ** 2))
-    assert rmse < rmse_mean
 
 
 def test_fit_on_incomplete_rows(blob):

@@ -1,0 +1,85 @@
+"""Missing values for both estimators: inference from the observed entries, impute, and
+GenerativeImputer as a pipeline step."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.dummy import DummyClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+from skflowgen import GenerativeImputer, GenerativeLatentFlow, LangevinFlowPriorGenerator
+
+from .conftest import DEVICE, TINY
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+CLASSES = {"GLF": GenerativeLatentFlow, "LFP": LangevinFlowPriorGenerator}
+
+
+def make(est, **params):
+    extra = {"n_steps": 10} if est == "LFP" else {}
+    return CLASSES[est](**{"random_state": 0, "device": DEVICE, **extra, **params})
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_missing_entries_do_not_influence_inference(est, blob):
+    model = make(est, max_iter=5, **TINY).fit(blob)
+    X = blob[:10].copy()
+    X[:, 2] = np.nan
+    other = blob[:10].copy()
+    other[:, 2] = 1e3  # a wild value where the entry is missing must not matter
+    x, mask = model._observed(torch.tensor(X, dtype=torch.float32, device=DEVICE))
+    z_nan = model._infer_latent(x, mask)
+    z_other = model._infer_latent(torch.tensor(other, dtype=torch.float32, device=DEVICE), mask)
+    torch.testing.assert_close(z_nan, z_other)
+    assert not np.allclose(model.transform(X), model.transform(other))
+
+
+@pytest.mark.parametrize("est", CLASSES)
+@pytest.mark.parametrize("missing_in_training", [False, True])
+def test_impute_keeps_observed_and_beats_column_means(digits01, est, missing_in_training):
+    X, _ = digits01
+    rng = np.random.RandomState(0)
+    train, test = X[:1200], X[1200:1500]
+    if missing_in_training:
+        train = np.where(rng.rand(*train.shape) < 0.3, np.nan, train)
+    model = make(est, n_components=8, max_iter=15).fit(train)
+    holes = rng.rand(*test.shape) < 0.3
+    corrupted = np.where(holes, np.nan, test)
+    filled = model.impute(corrupted)
+    np.testing.assert_array_equal(filled[~holes], test[~holes])
+    assert np.isfinite(filled).all()
+    mean_fill = SimpleImputer().fit(train).transform(corrupted)
+    rmse = np.sqrt(np.mean((filled - test)[holes] ** 2))
+    rmse_mean = np.sqrt(np.mean((mean_fill - test)[holes] ** 2))
+    assert rmse < rmse_mean
+
+
+def test_generative_imputer_in_a_pipeline_before_a_classifier(digits01):
+    """The imputer hands the classifier complete rows (its fitted model's impute, observed
+    entries untouched), and the classifier learns from them."""
+    X, y = digits01
+    rng = np.random.RandomState(0)
+    X = np.where(rng.rand(*X.shape) < 0.3, np.nan, X)
+    train, test = slice(0, 1200), slice(1200, None)
+    imputer = GenerativeImputer(GenerativeLatentFlow(max_iter=5, random_state=0, device=DEVICE))
+    pipeline = make_pipeline(imputer, LogisticRegression(max_iter=500))
+    pipeline.fit(X[train], y[train])
+    step = pipeline[0]
+    assert isinstance(step.estimator_, GenerativeLatentFlow) and step.estimator is not \
+        step.estimator_
+    filled = step.transform(X[test])
+    np.testing.assert_array_equal(filled, step.estimator_.impute(X[test]))
+    assert not np.isnan(filled).any()
+    accuracy = pipeline.score(X[test], y[test])
+    chance = DummyClassifier().fit(X[train], y[train]).score(X[test], y[test])
+    assert accuracy > chance + 0.5
+
+
+def test_generative_imputer_defaults_to_glf(digits01):
+    X, _ = digits01
+    imputer = GenerativeImputer().fit(np.where(X[:300] > 0.9, np.nan, X[:300]))
+    assert type(imputer.estimator_) is GenerativeLatentFlow
+    assert imputer.estimator is None

@@ -24,6 +24,7 @@ import argparse
 import csv
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -39,6 +40,7 @@ from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 SETTINGS = ["digits-30", "digits-50", "fashion-square"]
 IMPUTERS = ["LangevinFlowPriorGenerator", "GenerativeLatentFlow", "KNNImputer",
             "IterativeImputer", "SimpleImputer"]
+N_SHOWN = 8  # test images in the inpainting figure
 FIELDS = ["setting", "training_rows", "imputer", "seed", "rmse", "seconds", "machine"]
 
 
@@ -104,8 +106,34 @@ def run_one(args, setting, seed, rows_label, name):
     rmse = float(np.sqrt(np.mean((filled[holes] - test[holes]) ** 2)))
     print(f"{setting} {rows_label} seed {seed} {name}: RMSE {rmse:.4f} {seconds:.1f} s",
           flush=True)
-    return dict(setting=setting, training_rows=rows_label, imputer=name, seed=seed,
-                rmse=f"{rmse:.5f}", seconds=f"{seconds:.2f}", machine=machine_info(args.threads))
+    row = dict(setting=setting, training_rows=rows_label, imputer=name, seed=seed,
+               rmse=f"{rmse:.5f}", seconds=f"{seconds:.2f}", machine=machine_info(args.threads))
+    return row, (test[:N_SHOWN], corrupted[:N_SHOWN], filled[:N_SHOWN])
+
+
+def plot_inpainting(examples, path):
+    """Rows: the test images with their square cut (red), each imputer's fill, the truth."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    truth, corrupted, _ = next(iter(examples.values()))  # the same images for every imputer
+    rows = [("cut", corrupted), *((name, filled) for name, (_, _, filled) in examples.items()),
+            ("truth", truth)]
+    cmap = plt.get_cmap("gray_r").copy()
+    cmap.set_bad("red")
+    fig, axes = plt.subplots(len(rows), N_SHOWN, figsize=(1.1 * N_SHOWN + 2.2, 1.1 * len(rows)))
+    for (label, images), row_axes in zip(rows, axes):
+        for image, ax in zip(images, row_axes):
+            ax.imshow(image.reshape(28, 28), cmap=cmap, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row_axes[0].set_ylabel(label.replace("Imputer", "\nImputer").replace(
+            "Generator", "\nGenerator").replace("LatentFlow", "\nLatentFlow"), fontsize=7,
+            rotation=0, ha="right", va="center")
+    fig.suptitle("Fashion-MNIST inpainting: a 10 x 10 square missing per image", fontsize=9)
+    fig.subplots_adjust(left=0.14, right=0.99, top=0.93, bottom=0.01, wspace=0.05, hspace=0.05)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def read_raw(path):
@@ -115,7 +143,7 @@ def read_raw(path):
         return list(csv.DictReader(f))
 
 
-def report(rows, output, n_jobs, threads):
+def report(rows, output, threads):
     """RESULTS.md section: mean (std) RMSE and seconds per setting, training rows and imputer."""
     groups = {}
     for r in rows:
@@ -140,7 +168,7 @@ def report(rows, output, n_jobs, threads):
         "## Imputation", "", *provenance(threads), "",
         "RMSE over the removed entries (pixels in [0, 1]), mean ± std over the seeds, and in "
         "brackets fit + impute seconds (one process per task, "
-        f"{threads} thread(s) each, up to {n_jobs} at once); skflowgen estimators at their "
+        f"{threads} thread(s) each); skflowgen estimators at their "
         "defaults (`image_shape=(1, 28, 28)` for Fashion-MNIST). Settings in the script's "
         "docstring. Rows measured on: " + "; ".join(machines) + ".", "",
         markdown_table(header, table)])
@@ -168,17 +196,21 @@ def main():
     tasks = [(s, seed, label, name) for s in args.settings for seed in args.seeds
              for label, *_ in problems(s, seed, args) for name in args.imputers
              if (s, label, name, seed) not in have]
-    rows = list(done)
+    rows, examples = list(done), {}
     with open(args.raw, "w", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-        for row in Parallel(n_jobs=args.n_jobs, return_as="generator")(
-                delayed(run_one)(args, *task) for task in tasks):
+        for task, (row, shown) in zip(tasks, Parallel(n_jobs=args.n_jobs, return_as="generator")(
+                delayed(run_one)(args, *task) for task in tasks)):
             writer.writerow(row)
             f.flush()
             rows.append(row)
-    report(rows, args.output, args.n_jobs, args.threads)
+            if task[0] == "fashion-square" and task[1] == args.seeds[0]:
+                examples[task[3]] = shown
+    if examples:
+        plot_inpainting(examples, Path(args.output).parent / "inpainting.png")
+    report(rows, args.output, args.threads)
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def read_raw(path):
         return list(csv.DictReader(f))
 
 
-def report(rows, output, threads):
+def report(rows, output, threads, notes=None):
     """RESULTS.md section: mean (std) RMSE and seconds per setting, training rows and imputer."""
     groups = {}
     for r in rows:
@@ -171,7 +171,7 @@ def report(rows, output, threads):
         f"{threads} thread(s) each); skflowgen estimators at their "
         "defaults (`image_shape=(1, 28, 28)` for Fashion-MNIST). Settings in the script's "
         "docstring. Rows measured on: " + "; ".join(machines) + ".", "",
-        markdown_table(header, table)])
+        markdown_table(header, table), *(["", Path(notes).read_text().strip()] if notes else [])])
     print(body)
     replace_section(output, "imputation", body)
 
@@ -189,6 +189,7 @@ def main():
     parser.add_argument("--raw", default="benchmarks/imputation_raw.csv")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--output", default="benchmarks/RESULTS.md")
+    parser.add_argument("--notes", help="a Markdown file appended to the section")
     args = parser.parse_args()
     from joblib import Parallel, delayed
     done = read_raw(args.raw) if args.resume else []
@@ -210,7 +211,7 @@ def main():
                 examples[task[3]] = shown
     if examples:
         plot_inpainting(examples, Path(args.output).parent / "inpainting.png")
-    report(rows, args.output, args.threads)
+    report(rows, args.output, args.threads, args.notes)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ class GenerativeImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     >>> from sklearn.pipeline import make_pipeline
     >>> from skflowgen import GenerativeImputer
     >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16.0
     >>> X = np.where(np.random.RandomState(0).rand(*X.shape) < 0.3, np.nan, X)
     >>> model = make_pipeline(GenerativeImputer(), LogisticRegression(max_iter=1000))
     >>> model.fit(X, y).predict(X[:3]).shape

@@ -196,6 +196,9 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
 
     A subclass defines ``_module_names``, ``_build_modules``,
     ``_make_optimizers``, ``_train_step``, ``_infer_latent`` and ``_decode``.
+    ``_train_step(x, mask, generator, rows)`` gets the batch's rows in the networks' units,
+    their mask of observed entries (None when complete) and their indices in the training
+    set (for state kept per training row).
     """
 
     _module_names = ()
@@ -524,8 +527,9 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                       else min(256, max(16, len(x) // 10)))
         totals = 0
         for start in range(0, len(x), batch_size):
-            xb = x[perm[start:start + batch_size]]
-            totals = totals + self._train_step(*self._observed(xb), generator) * len(xb)
+            rows = perm[start:start + batch_size]
+            xb = x[rows]
+            totals = totals + self._train_step(*self._observed(xb), generator, rows) * len(xb)
         for _, scheduler in self._optimizers:
             scheduler.step()
         with torch.no_grad():

@@ -186,7 +186,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
             x = torch.where(mask, x, self.decoder_(self.encoder_(torch.where(mask, x, 0.0))))
         return self.encoder_(x)
 
-    def _train_step(self, x, mask, generator):
+    def _train_step(self, x, mask, generator, rows=None):
         z = self._encode(x, mask)
         x_hat = self.decoder_(z)
         recon = self._reconstruction_loss(x, x_hat, mask)

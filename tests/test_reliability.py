@@ -96,9 +96,9 @@ class StepHook:
         original = cls._train_step
         hook = self
 
-        def step(model, x, mask, generator):
+        def step(model, *args):
             hook.calls += 1
-            return action(hook.calls, lambda: original(model, x, mask, generator), model)
+            return action(hook.calls, lambda: original(model, *args), model)
         monkeypatch.setattr(cls, "_train_step", step)
 
 

@@ -9,6 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
 from skflowgen import LangevinFlowPriorGenerator
+from skflowgen.langevin import langevin
 
 from .conftest import DEVICE, TINY
 
@@ -105,3 +106,32 @@ def test_a_constant_training_feature_keeps_fit_and_scores_finite(digits01):
         normal, lit = model.score_samples(X[:20]), model.score_samples(odd)
         assert np.isfinite(normal).all() and np.isfinite(lit).all()
         assert (lit < normal).all()
+
+
+def test_persistent_chains_resume_with_fewer_steps(monkeypatch, blob):
+    """Training chains: n_steps from N(0, I) in the first epoch, then persistent_steps from
+    each row's previous latent; inference keeps n_steps, and no chain outlives the fit."""
+    import skflowgen.langevin_flow_prior as lfp_module
+    calls = []  # (n_steps, starting latents) of each training chain
+
+    def recording(log_density, z, n_steps, step_size, noise=None, max_drift=None):
+        out = langevin(log_density, z, n_steps, step_size, noise, max_drift)
+        if noise is not None:
+            calls.append((n_steps, z.clone(), out.clone()))
+        return out
+    monkeypatch.setattr(lfp_module, "langevin", recording)
+    X = blob[:128]
+    model = LangevinFlowPriorGenerator(n_steps=6, persistent_steps=2, max_iter=3,
+                                       random_state=0, **{**TINY, "batch_size": 128})
+    model.fit(X)
+    assert [n for n, _, _ in calls] == [6, 2, 2]  # one batch per epoch
+    # the second epoch's chains start where the first epoch's ended (rows reordered by the
+    # shuffle, so compare as sets of rows)
+    end_first = {tuple(r) for r in np.round(calls[0][2][0].cpu().numpy(), 5)}
+    start_second = {tuple(r) for r in np.round(calls[1][1][0].cpu().numpy(), 5)}
+    assert end_first == start_second
+    assert not hasattr(model, "_chains")
+    calls.clear()
+    model.transform(X)
+    assert calls == []  # inference is noise-free and keeps n_steps
+

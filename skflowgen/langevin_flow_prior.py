@@ -73,13 +73,16 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         sigma 0.3 is about 1.1 here.
     n_steps : int, default=20
         Langevin steps K per inference, in training and at prediction.
-    persistent_steps : int or None, default=None
-        None: every training batch starts its chains afresh from ``N(0, I)`` and runs
-        ``n_steps`` (the paper). An int k: persistent chains, as in alternating
-        back-propagation (Han et al., AAAI 2017): each training row keeps its latent, and
-        after the first epoch (``n_steps`` from ``N(0, I)``) its chain resumes from there
-        for k steps, so that training costs about ``(k + 1) / (n_steps + 1)`` as much.
-        Prediction is unchanged.
+    persistent_steps : int or None, default=5
+        An int k: persistent training chains, as in alternating back-propagation (Han et
+        al., AAAI 2017): each training row keeps its latent, and after the first epoch
+        (``n_steps`` from ``N(0, I)``) its chain resumes from there for k steps, so that an
+        epoch costs about ``(k + 1) / (n_steps + 1)`` as much. None: every batch starts
+        its chains afresh from ``N(0, I)`` and runs ``n_steps`` (the paper). Prediction is
+        the same either way. The default trained 2.5 times faster than fresh chains
+        (cardio, 10 epochs) with the same ranking: 83.2 against 83.1 mean AUROC on the 18
+        ADBench sets, no set more than 2.5 points apart (k = 2: 83.4, but sets up to 8.6
+        points apart).
     learning_rate_init : float, default=4e-4
         Adam learning rate of the generator and the flow (betas (0.5, 0.999)),
         decayed by 0.998 per epoch.
@@ -121,7 +124,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     }
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=5,
-                 image_shape=None, sigma="auto", step_size=1.0, n_steps=20, persistent_steps=None,
+                 image_shape=None, sigma="auto", step_size=1.0, n_steps=20, persistent_steps=5,
                  feature_scaling="robust", covariance_type="spherical", score_method="marginal",
                  contamination=0.1, support_fraction=None, n_estimators=1, max_iter=10,
                  batch_size="auto",

@@ -16,7 +16,7 @@ SMALL = dict(max_iter=3, hidden_layer_sizes=(16,), n_flow_blocks=2, device=DEVIC
                           LangevinFlowPriorGenerator(n_steps=5, **SMALL),
                           GenerativeLatentFlow(n_estimators=1, **SMALL),
                           LangevinFlowPriorGenerator(n_estimators=2, n_steps=5, **SMALL),
-                          LangevinFlowPriorGenerator(persistent_steps=2, n_steps=5, **SMALL),
+                          LangevinFlowPriorGenerator(persistent_steps=None, n_steps=5, **SMALL),
                           GenerativeImputer(GenerativeLatentFlow(n_estimators=2, **SMALL))])
 def test_sklearn_compatible(estimator, check):
     check(estimator)

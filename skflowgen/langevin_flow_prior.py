@@ -191,6 +191,14 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         finally:
             del self._chains, self._chain_steps
 
+    def _load_state(self, state):
+        """Rollback also restarts, from the prior's mode, any chain the failed epoch left
+        non-finite."""
+        super()._load_state(state)
+        chains = getattr(self, "_chains", None)
+        if chains is not None:
+            chains.copy_(torch.where(torch.isfinite(chains), chains, 0.0))
+
     def _end_epoch(self, stats):
         super()._end_epoch(stats)
         if self.persistent_steps is not None:
@@ -201,10 +209,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         shape = (self._n_members, len(x), self.n_components_)
         if chains is None:  # the paper: a fresh short-run chain from N(0, I)
             z0, n_steps = torch.randn(shape, generator=generator, device=x.device), self.n_steps
-        else:  # each row's chain resumes where its last visit left it (a rollback may
-            # have left non-finite latents: they restart from the prior's mode)
+        else:  # each row's chain resumes where its last visit left it
             z0, n_steps = chains[:, rows], self._chain_steps
-            z0 = torch.where(torch.isfinite(z0), z0, 0.0)
         noise = torch.randn((n_steps, *shape), generator=generator, device=x.device)
         z = self._infer_latent(x, mask, z0, noise, n_steps)  # short-run posterior sample z~
         if chains is not None:

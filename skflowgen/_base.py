@@ -517,16 +517,20 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
     _divergence_hint = ""
 
     def _run_epoch(self, x, generator):
-        """One pass over shuffled mini-batches, then a scoring pass of the last batch at the
-        final weights (a step can leave weights that only fail on the next forward pass).
-        The only host sync is at the end."""
+        """One pass over shuffled mini-batches (each :meth:`_lookahead_rows` of them first
+        handed to :meth:`_prepare_rows`), then a scoring pass of the last batch at the final
+        weights (a step can leave weights that only fail on the next forward pass). The only
+        host sync is at the end."""
         for name in self._module_names:
             getattr(self, name).train()
         perm = torch.randperm(len(x), generator=generator, device=x.device)
         batch_size = (self.batch_size if self.batch_size != "auto"
                       else min(256, max(16, len(x) // 10)))
+        lookahead = self._lookahead_rows(batch_size)
         totals = 0
         for start in range(0, len(x), batch_size):
+            if start % lookahead == 0:
+                self._prepare_rows(x, perm[start:start + lookahead], generator)
             rows = perm[start:start + batch_size]
             xb = x[rows]
             totals = totals + self._train_step(*self._observed(xb), generator, rows) * len(xb)
@@ -536,6 +540,15 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             x_last, mask = self._observed(xb)
             probe = self._log_joint(x_last, mask, self._infer_latent(x_last, mask)).sum()
         return torch.cat([totals / len(x), probe[None]]).cpu().numpy()
+
+    def _lookahead_rows(self, batch_size):
+        """Rows (a multiple of ``batch_size``) that :meth:`_prepare_rows` gets at a time."""
+        return batch_size
+
+    def _prepare_rows(self, x, rows, generator):
+        """Hook before the training steps on ``x[rows]``, the next rows of the epoch's
+        shuffle: per-row state a model keeps (LFP's persistent chains) is advanced here,
+        for many batches at once."""
 
     def _optimize(self, losses):
         """One optimizer step of every network on the trimmed mean of the per-row ``losses``

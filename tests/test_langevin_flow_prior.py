@@ -110,9 +110,10 @@ def test_a_constant_training_feature_keeps_fit_and_scores_finite(digits01):
 
 def test_persistent_chains_resume_with_fewer_steps(monkeypatch, blob):
     """Training chains: n_steps from N(0, I) in the first epoch, then persistent_steps from
-    each row's previous latent; inference keeps n_steps, and no chain outlives the fit."""
+    each row's previous latent, advanced for whole batches of the epoch's rows at a time
+    (``_CHAIN_ROWS``); inference keeps n_steps, and no chain outlives the fit."""
     import skflowgen.langevin_flow_prior as lfp_module
-    calls = []  # (n_steps, starting latents) of each training chain
+    calls = []  # (n_steps, starting latents, final latents) of each training chain
 
     def recording(log_density, z, n_steps, step_size, noise=None, max_drift=None):
         out = langevin(log_density, z, n_steps, step_size, noise, max_drift)
@@ -120,16 +121,17 @@ def test_persistent_chains_resume_with_fewer_steps(monkeypatch, blob):
             calls.append((n_steps, z.clone(), out.clone()))
         return out
     monkeypatch.setattr(lfp_module, "langevin", recording)
-    X = blob[:128]
+    monkeypatch.setattr(lfp_module, "_CHAIN_ROWS", 40)  # two batches of 16 (not three)
+    X = blob[:80]
     model = LangevinFlowPriorGenerator(n_steps=6, persistent_steps=2, max_iter=3,
-                                       random_state=0, **{**TINY, "batch_size": 128})
+                                       random_state=0, **{**TINY, "batch_size": 16})
     model.fit(X)
-    assert [n for n, _, _ in calls] == [6, 2, 2]  # one batch per epoch
+    assert [n for n, _, _ in calls] == [6] * 3 + [2] * 6
+    assert [len(z[0]) for _, z, _ in calls] == [32, 32, 16] * 3
     # the second epoch's chains start where the first epoch's ended (rows reordered by the
     # shuffle, so compare as sets of rows)
-    end_first = {tuple(r) for r in np.round(calls[0][2][0].cpu().numpy(), 5)}
-    start_second = {tuple(r) for r in np.round(calls[1][1][0].cpu().numpy(), 5)}
-    assert end_first == start_second
+    rows = (lambda latents: {tuple(r) for z in latents for r in np.round(z[0].cpu().numpy(), 5)})
+    assert rows(end for _, _, end in calls[:3]) == rows(start for _, start, _ in calls[3:6])
     assert not hasattr(model, "_chains")
     calls.clear()
     model.transform(X)

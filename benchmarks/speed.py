@@ -363,9 +363,9 @@ def run(args, header):
         f"{args.batch_size})", "", _common.markdown_table(*step_table), "",
         "### Peak resident memory growth, fit and scoring of the same rows", "",
         "Each model in a fresh process, after an untimed one-epoch fit of the same model on 512 "
-        "rows (imports and lazy initialisation not counted). Scoring: skflowgen's default "
-        "`score_samples` (`'marginal'`), PyOD's `decision_function`; the plain torch loops do not "
-        "score.", "", _common.markdown_table(*memory_table),
+        "rows (imports and lazy initialisation not counted). Scoring: `score_samples` with each "
+        "estimator's default `score_method` (GLF joint, LFP marginal), PyOD's "
+        "`decision_function`; the plain torch loops do not score.", "", _common.markdown_table(*memory_table),
     ], ratios
 
 

@@ -106,6 +106,19 @@ def limit_threads(n_threads):
     return threadpool_limits(n_threads)
 
 
+_DONE_IN_PROCESS = set()
+
+
+def once_per_process(key, fn):
+    """Call ``fn()`` the first time ``key`` is seen in this process. The record lives here, in
+    an imported module: joblib sends the functions of a script's ``__main__`` to its workers
+    by value, with a fresh copy of the globals they use, so a flag kept there is new in every
+    task."""
+    if key not in _DONE_IN_PROCESS:
+        fn()
+        _DONE_IN_PROCESS.add(key)
+
+
 def timed(fn, *args, **kwargs):
     """``(result, seconds)`` of one call, by :func:`time.perf_counter`."""
     start = time.perf_counter()

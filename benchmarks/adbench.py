@@ -230,16 +230,11 @@ def warm_up(detectors):
             run_group(group, X, X, y, seed=0)
 
 
-_WARMED = []
-
-
 def run_task(path, max_rows, seed, group, threads, detectors):
     """Fit and score one detector group on one (dataset, seed): the unit of parallel work.
     Each worker process warms up every detector once (untimed) before its first task."""
     limits = _common.limit_threads(threads)  # noqa: F841 (kept alive for the task)
-    if not _WARMED:
-        warm_up(detectors)
-        _WARMED.append(True)
+    _common.once_per_process(("adbench warm-up", tuple(detectors)), lambda: warm_up(detectors))
     X_all, y_all = _common.load_npz(path)
     X, y = _common.subsample(X_all, y_all, max_rows)
     X_train, X_test, _, y_test = _common.adbench_split(X, y, seed)

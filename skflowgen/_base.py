@@ -72,8 +72,10 @@ COMMON_PARAMETERS_DOC = """\
         (negative log-likelihood) of the ``support_fraction`` share of its batch
         that the model finds most likely, so that rows it cannot explain, the
         likely anomalies of an unlabeled training set, are not learned as normal
-        (the deep counterpart of :class:`~sklearn.covariance.MinCovDet`). None
-        uses ``1 - contamination``; 1 trains on every row. %(support_fraction_evidence)s
+        (the deep counterpart of :class:`~sklearn.covariance.MinCovDet`; GLF's
+        autoencoder and flow keep their rows by their own losses, the
+        reconstruction error and the NLL of the code). None uses
+        ``1 - contamination``; 1 trains on every row. %(support_fraction_evidence)s
     n_estimators : int, default=%(n_estimators)r
         Members of an ensemble trained together: the same networks with different initial
         weights (and their own Langevin noise), evaluated at once along a leading member
@@ -183,6 +185,11 @@ def _clone(state):
     if isinstance(state, (list, tuple)):
         return type(state)(_clone(value) for value in state)
     return state
+
+
+def auto_batch_size(n_rows):
+    """``batch_size='auto'``: ``min(256, max(16, n_rows // 10))`` rows."""
+    return min(256, max(16, n_rows // 10))
 
 
 def torch_generator(seed, device):
@@ -524,9 +531,8 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         for name in self._module_names:
             getattr(self, name).train()
         perm = torch.randperm(len(x), generator=generator, device=x.device)
-        batch_size = (self.batch_size if self.batch_size != "auto"
-                      else min(256, max(16, len(x) // 10)))
-        lookahead = self._lookahead_rows(batch_size)
+        batch_size = self.batch_size if self.batch_size != "auto" else auto_batch_size(len(x))
+        lookahead = self._lookahead_rows(batch_size, len(x))
         totals = 0
         for start in range(0, len(x), batch_size):
             if start % lookahead == 0:
@@ -541,8 +547,9 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             probe = self._log_joint(x_last, mask, self._infer_latent(x_last, mask)).sum()
         return torch.cat([totals / len(x), probe[None]]).cpu().numpy()
 
-    def _lookahead_rows(self, batch_size):
-        """Rows (a multiple of ``batch_size``) that :meth:`_prepare_rows` gets at a time."""
+    def _lookahead_rows(self, batch_size, n_rows):
+        """Rows (a multiple of ``batch_size``) that :meth:`_prepare_rows` gets at a time,
+        of the ``n_rows`` of an epoch."""
         return batch_size
 
     def _prepare_rows(self, x, rows, generator):
@@ -550,25 +557,28 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         shuffle: per-row state a model keeps (LFP's persistent chains) is advanced here,
         for many batches at once."""
 
-    def _optimize(self, losses):
-        """One optimizer step of every network on the trimmed mean of the per-row ``losses``
-        (n_members, n): for each member, the mean over the ``support_fraction`` share of the
-        rows with its lowest loss (least trimmed squares; None keeps ``1 - contamination``).
-        The members' means are summed, so each member follows its own gradient. Returns the
-        untrimmed mean."""
+    def _optimize(self, *losses, optimizers=None):
+        """One step of ``optimizers`` (default: every network's) on the sum of the trimmed
+        means of the per-row ``losses`` (each (n_members, n), n free to differ): for each
+        member, the mean over the ``support_fraction`` share of the rows with its lowest
+        loss (least trimmed squares; None keeps ``1 - contamination``). The members' means
+        are summed, so each member follows its own gradient. Returns the untrimmed mean of
+        the first."""
         support = (1 - self.contamination if self.support_fraction is None
                    else self.support_fraction)
-        n = losses.shape[-1]
-        kept = max(1, math.ceil(support * n))
-        kept_losses = losses if kept == n else \
-            torch.topk(losses, kept, dim=-1, largest=False, sorted=False).values
-        loss = kept_losses.mean(dim=-1).sum()
-        for optimizer, _ in self._optimizers:
+        loss = 0
+        for rows in losses:
+            kept = max(1, math.ceil(support * rows.shape[-1]))
+            kept_rows = rows if kept == rows.shape[-1] else \
+                torch.topk(rows, kept, dim=-1, largest=False, sorted=False).values
+            loss = loss + kept_rows.mean(dim=-1).sum()
+        optimizers = [o for o, _ in self._optimizers] if optimizers is None else optimizers
+        for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for optimizer, _ in self._optimizers:
+        for optimizer in optimizers:
             optimizer.step()
-        return losses.detach().mean()
+        return losses[0].detach().mean()
 
     def _initial_noise_variance(self):
         """``sigma_j^2`` before training: the data variance (a model that explains nothing)."""

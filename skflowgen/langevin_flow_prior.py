@@ -211,7 +211,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         if self.persistent_steps is not None:
             self._chain_steps = self.persistent_steps
 
-    def _lookahead_rows(self, batch_size):
+    def _lookahead_rows(self, batch_size, n_rows):
         """Persistent chains advance ``_CHAIN_ROWS`` rows at a time (fewer where the memory
         of a Langevin step allows fewer), whole batches."""
         if self.persistent_steps is None:

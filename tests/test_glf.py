@@ -6,6 +6,7 @@ import torch
 from sklearn.model_selection import GridSearchCV
 
 from skflowgen import GenerativeLatentFlow
+from skflowgen.flows import CouplingFlow
 
 from .conftest import DEVICE, TINY
 
@@ -16,12 +17,13 @@ def _encoder_grads(model, x, stop_gradient):
     """Encoder gradients of one training step, with the optimizer step suppressed."""
     model.set_params(stop_gradient=stop_gradient)
 
-    def backward_only(losses):  # the trimmed mean of all rows (support_fraction=1) is the mean
-        losses.mean().backward()
-        return losses.detach().mean()
+    def backward_only(*losses, optimizers=None):  # support_fraction=1: the means
+        sum(rows.mean() for rows in losses).backward()
+        return losses[0].detach().mean()
     model._optimize = backward_only
     for p in model.encoder_.parameters():
         p.grad = None
+    model._prepare_rows(x, torch.arange(len(x)), None)  # one batch, the flow's group
     model._train_step(x, None, None)
     return [p.grad.clone() for p in model.encoder_.parameters()]
 
@@ -111,3 +113,32 @@ def test_grid_search_parallel_matches_serial(blob):
     np.testing.assert_allclose(serial.cv_results_["mean_test_score"],
                                parallel.cv_results_["mean_test_score"], rtol=1e-5)
     assert np.isfinite(serial.cv_results_["mean_test_score"]).all()
+
+
+@pytest.mark.parametrize("batch_size, stop_gradient, flow_rows", [
+    (6, True, [12] * 7 + [6]),  # groups of two batches: 'auto' is 16 rows for 90
+    (6, False, [6] * 15),       # the NLL trains the encoder: a flow step per batch
+    (32, True, [32, 32, 26]),   # batches above 'auto': a flow step per batch
+])
+def test_flow_steps_once_per_group_of_small_batches(monkeypatch, blob, batch_size, stop_gradient,
+                                                    flow_rows):
+    """With the stop-gradient, the flow takes one step on the codes of each group of batches
+    of about 'auto' rows, the autoencoder one per batch: as many flow steps whatever the
+    batch size."""
+    model = GenerativeLatentFlow(max_iter=2, random_state=0, stop_gradient=stop_gradient,
+                                 **{**TINY, "batch_size": batch_size})
+    seen = []
+    log_prob = CouplingFlow.log_prob
+
+    def recording(flow, z):
+        if torch.is_grad_enabled():
+            seen.append(z.shape[1])
+        return log_prob(flow, z)
+    monkeypatch.setattr(CouplingFlow, "log_prob", recording)
+    model.fit(blob[:90])
+    assert seen == flow_rows * 2
+    autoencoder, flow = (optimizer for optimizer, _ in model._optimizers)
+    steps = [int(state["step"]) for state in (next(iter(o.state.values())) for o in
+                                              (autoencoder, flow))]
+    assert steps == [2 * -(-90 // batch_size), 2 * len(flow_rows)]
+    assert not hasattr(model, "_codes")

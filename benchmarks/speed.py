@@ -360,7 +360,9 @@ def run(args, header):
         "batch norm and dropout; PyOD VAE: `[64, 64]` encoder and decoder, `latent_dim=d`). "
         "Time per epoch = whole `fit` / epochs, so it includes each library's pass over the "
         "training rows after training (skflowgen: the `offset_` scoring pass with the default "
-        "`score_method`). GLF is the default ensemble of five members; `GLF, one member` sets "
+        "`score_method`). GLF is the default ensemble of five members, its flow stepping once "
+        "per group of batches of about `batch_size='auto'`'s rows, `min(256, n // 10)` (cardio: "
+        "five batches of 32; one batch when the batch is larger); `GLF, one member` sets "
         "`n_estimators=1`; LFP trains with its default persistent chains, `LFP, fresh "
         "chains` with `persistent_steps=None` (the paper). PyOD drops the last incomplete "
         "batch of each epoch (`drop_last=True`); skflowgen trains on it.", "",

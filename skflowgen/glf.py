@@ -198,7 +198,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
         try:
             super()._train(x_train, x_val, generator)
         finally:
-            self.__dict__.pop("_codes", None)
+            for name in ("_codes", "_group_rows"):  # the groups' state lives for the fit
+                self.__dict__.pop(name, None)
 
     def _lookahead_rows(self, batch_size, n_rows):
         """With the stop-gradient, the flow steps once per group of batches of together

@@ -141,4 +141,4 @@ def test_flow_steps_once_per_group_of_small_batches(monkeypatch, blob, batch_siz
     steps = [int(state["step"]) for state in (next(iter(o.state.values())) for o in
                                               (autoencoder, flow))]
     assert steps == [2 * -(-90 // batch_size), 2 * len(flow_rows)]
-    assert not hasattr(model, "_codes")
+    assert not hasattr(model, "_codes") and not hasattr(model, "_group_rows")

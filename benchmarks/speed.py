@@ -150,7 +150,7 @@ class PlainTorchGLF:
                 codes = z.detach() if start % group == 0 else torch.cat([codes, z.detach()], 1)
                 loss = (self.decoder(z) - xb).square().sum(dim=-1).mean()
                 optimizers = [autoencoder]
-                if start + self.batch_size >= min(len(x), start - start % group + group):
+                if (start + self.batch_size) % group == 0 or start + self.batch_size >= len(x):
                     loss = loss - self.flow.log_prob(codes).mean()
                     optimizers.append(flow)
                 for optimizer in optimizers:

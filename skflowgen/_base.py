@@ -373,7 +373,11 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         generator = torch_generator(seeds[1], device)
         x = self._to_model(torch.as_tensor(np.asarray(X, dtype=np.float32), device=device))
         x_train, x_val = self._split_validation(x, generator)
-        self._train(x_train, x_val, generator)
+        try:
+            self._train(x_train, x_val, generator)
+        finally:
+            for name in self._fit_state:
+                self.__dict__.pop(name, None)
         self._after_fit(x_train)
         self.offset_ = float(np.percentile(self.score_samples(X), 100 * self.contamination))
         return self
@@ -522,6 +526,10 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             getattr(self, name).eval()
 
     _divergence_hint = ""
+
+    # Attributes that live only during a fit (per-row or per-group training state); dropped
+    # when training ends, however it ends.
+    _fit_state = ()
 
     def _run_epoch(self, x, generator):
         """One pass over shuffled mini-batches (each :meth:`_lookahead_rows` of them first

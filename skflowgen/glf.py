@@ -113,6 +113,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
     """
 
     _module_names = ("encoder_", "decoder_", "flow_", "noise_")
+    _fit_state = ("_codes", "_group_rows")
     _allow_nan = True
 
     _parameter_constraints = {
@@ -193,13 +194,6 @@ class GenerativeLatentFlow(BaseLatentFlow):
         with torch.no_grad():
             x = torch.where(mask, x, self.decoder_(self.encoder_(torch.where(mask, x, 0.0))))
         return self.encoder_(x)
-
-    def _train(self, x_train, x_val, generator):
-        try:
-            super()._train(x_train, x_val, generator)
-        finally:
-            for name in ("_codes", "_group_rows"):  # the groups' state lives for the fit
-                self.__dict__.pop(name, None)
 
     def _lookahead_rows(self, batch_size, n_rows):
         """With the stop-gradient, the flow steps once per group of batches of together

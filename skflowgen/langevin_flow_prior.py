@@ -119,6 +119,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     """
 
     _module_names = ("generator_", "flow_", "noise_")
+    _fit_state = ("_chains", "_chain_steps")
     _allow_nan = True
     _divergence_hint = " or step_size"
 
@@ -193,10 +194,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
             (self._n_members, len(x_train), self.n_components_), generator=generator,
             device=x_train.device)
         self._chain_steps = self.n_steps
-        try:
-            super()._train(x_train, x_val, generator)
-        finally:
-            del self._chains, self._chain_steps
+        super()._train(x_train, x_val, generator)
 
     def _load_state(self, state):
         """Rollback also restarts, from the prior's mode, any chain the failed epoch left

@@ -23,13 +23,13 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .flows import CouplingFlow
 from .networks import GaussianNoise, member_mean
+from .scores import SCORES
 
 _STATE_FORMAT = 2
-_N_IMPORTANCE_SAMPLES = 128
 _EVAL_MEMORY = 64 * 2 ** 20  # bytes of activations per evaluation chunk
 _DRAWS_MEMORY = 16 * 2 ** 20  # bytes of the importance draws' working set per chunk
 _MAX_ROLLBACKS = 3
-_LOG_2PI = math.log(2 * math.pi)
+_OFFSET_ROWS = 2048  # training rows kept to set offset_ for another score_method
 
 COMMON_PARAMETERS_DOC = """\
     feature_scaling : {'robust', 'standard'} or None, default='robust'
@@ -44,8 +44,8 @@ COMMON_PARAMETERS_DOC = """\
         and ``impute`` map back. A fixed ``sigma`` (LFP) is in the scaled units. Ignored with
         ``image_shape`` (a convolution shares its weights across pixels, which then keep one
         common scale) and with ``reconstruction='bce'`` (GLF), which needs the data in [0, 1]. On the 18 ADBench
-        sets the default ranked anomalies 4.6 (GLF) and 1.5 (LFP) AUROC points better than
-        None (benchmarks/RESULTS.md, "Feature scaling and ensembles").
+        sets the default ranked anomalies better than None for both estimators, the largest
+        single gain measured (benchmarks/RESULTS.md, "Feature scaling and ensembles").
     covariance_type : {'diag', 'spherical'}, default=%(covariance_type)r
         Observation noise ``N(x; g(z), diag(sigma^2))`` fitted by maximum
         likelihood: one variance per feature (``'diag'``, nonlinear factor
@@ -55,14 +55,15 @@ COMMON_PARAMETERS_DOC = """\
         driven to its floor).
         %(covariance_type_evidence)s
     score_method : {'marginal', 'joint'}, default=%(score_method)r
-        What :meth:`score_samples` estimates. ``'marginal'``: an
-        importance-sampled estimate of ``log p(x)`` (128 draws from
+        What :meth:`score_samples`, :meth:`decision_function` and :meth:`predict`
+        rank rows by (``skflowgen.scores`` says what each estimates). ``'marginal'``:
+        an importance-sampled estimate of ``log p(x)`` (128 draws from
         ``N(z~, tau^2 I)`` around the inferred latent ``z~``, ``tau`` the
-        approximate posterior scale); it is comparable across
-        ``n_components``, so GridSearchCV can select the latent size.
-        ``'joint'``: the papers' score, the log joint
+        approximate posterior scale). ``'joint'``: the papers' score, the log joint
         ``log N(x; g(z~), diag(sigma^2)) + log p(z~)`` at ``z~``; cheaper (no
-        extra decoder passes) but not comparable across ``n_components``.
+        extra decoder passes), but its values shift with ``n_components``.
+        :meth:`score` (model selection) uses the marginal whatever this says,
+        and ``offset_`` follows this after ``set_params``.
         %(score_method_evidence)s
     contamination : float in (0, 0.5], default=0.1
         Expected fraction of outliers in the training set; sets ``offset_`` and,
@@ -135,11 +136,13 @@ COMMON_ATTRIBUTES_DOC = """\
     flow_ : CouplingFlow
         The latent prior of every member; ``flow_.log_prob(z)`` of latents
         ``(n_estimators, n, n_components_)`` is the per-row log-density of each.
-    noise_variance_ : ndarray of shape (n_features_in_,) or (n_estimators, n_features_in_)
+    noise_variance_ : ndarray of shape (n_estimators, n_features_in_)
         Observation noise variances ``sigma_j^2`` of ``N(x; g(z), diag(sigma^2))`` in the
-        data's units, one row per member when ``n_estimators > 1``.
+        data's units, one row per member (a single row for one member: the shape does not
+        depend on ``n_estimators``).
     offset_ : float
-        ``score_samples`` percentile at ``100 * contamination`` on the training set.
+        ``score_samples`` percentile at ``100 * contamination`` on the training set, for
+        the current ``score_method`` and ``contamination`` (also after ``set_params``).
     n_iter_ : int
         Epochs run (completed epochs, if the fit was interrupted).
     loss_curve_ : list of float
@@ -302,17 +305,17 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             getattr(self, name).to(device)
         return device
 
-    def _chunk_size(self, marginal=False):
+    def _chunk_size(self, draws=0):
         """Rows per chunk of every streamed evaluation, sized by memory rather than by the
         training batch: a Langevin step keeps every activation of a row and its gradient
-        (``_EVAL_MEMORY`` bytes in all); the marginal score's importance draws, computed
-        without a graph, hold about two layer outputs of each draw at a time
-        (``_DRAWS_MEMORY``, with ``marginal``: larger working sets measured slower on a
-        CPU). A power of two from 16 to 65,536."""
+        (``_EVAL_MEMORY`` bytes in all); a score's ``draws`` importance draws per row,
+        computed without a graph, hold about two layer outputs of each draw at a time
+        (``_DRAWS_MEMORY``: larger working sets measured slower on a CPU). A power of two
+        from 16 to 65,536."""
         total, widest = self._row_activations
         rows = _EVAL_MEMORY // (4 * 2 * total)
-        if marginal:
-            rows = min(rows, _DRAWS_MEMORY // (4 * 2 * _N_IMPORTANCE_SAMPLES * widest))
+        if draws:
+            rows = min(rows, _DRAWS_MEMORY // (4 * 2 * draws * widest))
         return 2 ** int(np.clip(np.log2(max(rows, 1)), 4, 16))
 
     def _count_row_activations(self):
@@ -379,8 +382,34 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             for name in self._fit_state:
                 self.__dict__.pop(name, None)
         self._after_fit(x_train)
-        self.offset_ = float(np.percentile(self.score_samples(X), 100 * self.contamination))
+        kept = np.arange(len(X)) if len(X) <= _OFFSET_ROWS else np.sort(
+            check_random_state(seeds[2]).choice(len(X), _OFFSET_ROWS, replace=False))
+        self._offset_rows = np.asarray(X[kept], dtype=np.float32)
+        self._offsets = {(self.score_method, self.contamination):
+                         self._percentile(self._score_rows(X))}
         return self
+
+    def _percentile(self, scores):
+        """The ``100 * contamination`` percentile of training ``scores``."""
+        return float(np.percentile(scores, 100 * self.contamination))
+
+    @property
+    def offset_(self):
+        """Threshold of :meth:`decision_function`: the ``100 * contamination`` percentile
+        of the training rows' ``score_samples``, for the current ``score_method`` and
+        ``contamination``. Computed at ``fit`` over every training row; after
+        ``set_params`` changes either, over the training rows that the model keeps for this
+        (all of them up to 2,048, else a random 2,048), at first use."""
+        if "_offsets" not in self.__dict__:
+            raise AttributeError(f"This {type(self).__name__} is not fitted: no offset_.")
+        key = (self.score_method, self.contamination)
+        if key not in self._offsets:
+            if "_offset_rows" not in self.__dict__:
+                raise ValueError("This model was pickled by an older version of skflowgen that "
+                                 "kept no training rows: it has offset_ only for score_method="
+                                 f"{next(iter(self._offsets))[0]!r}; refit it to change it.")
+            self._offsets[key] = self._percentile(self._score_rows(self._offset_rows))
+        return self._offsets[key]
 
     def _initialize(self, X, seed):
         n_features = X.shape[1]
@@ -449,8 +478,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
 
     @property
     def noise_variance_(self):
-        variance = self.noise_.variance[:, 0].cpu().numpy().astype(np.float64) * self._scale ** 2
-        return variance[0] if self._n_members == 1 else variance
+        return self.noise_.variance[:, 0].cpu().numpy().astype(np.float64) * self._scale ** 2
 
     def _split_validation(self, x, generator):
         if not self.early_stopping:
@@ -702,47 +730,35 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                                  device=variance.device) / variance).sum(dim=-1, keepdim=True)
         return (1.0 + ratio / self.n_components_) ** -0.5
 
-    def _log_marginal(self, x, mask, z, eps):
-        """Importance-sampled ``log p(x)`` of each member with proposal ``N(z, tau^2 I)``;
-        ``eps`` is shared by every row, so a row's estimate does not depend on its batch."""
-        tau = self._posterior_scale()
-        members, n, d = z.shape
-        m = len(eps)
-        zs = (z[:, :, None, :] + tau[..., None] * eps).reshape(members, n * m, d)
-        rep = (lambda t: None if t is None else t.repeat_interleave(m, dim=0))
-        log_joint = self._log_joint(rep(x), rep(mask), zs).view(members, n, m)
-        log_q = -0.5 * eps.square().sum(dim=-1) - d * (torch.log(tau) + 0.5 * _LOG_2PI)
-        return torch.logsumexp(log_joint - log_q, dim=-1) - math.log(m)
-
-    def _scorer(self, device, data):
-        """The function that scores one chunk (its importance draws fixed per call): the
-        mean of the members' scores, in the data's units with ``data``."""
-        eps = None
-        if self.score_method == "marginal":
+    def _scorer(self, device, data, method):
+        """The function that scores one chunk with ``SCORES[method]`` (its importance draws
+        fixed per call): the mean of the members' scores, a density in the data's units with
+        ``data``."""
+        score = SCORES[method]
+        draws = None
+        if score.draws:
             generator = torch_generator(self._inference_seed, "cpu")  # same draws on any device
-            eps = torch.randn(_N_IMPORTANCE_SAMPLES, self.n_components_,
-                              generator=generator).to(device)
+            draws = torch.randn(score.draws, self.n_components_, generator=generator).to(device)
 
-        def score(xb):
+        def fn(xb):
             xb, mask = self._observed(xb)
-            z = self._infer_latent(xb, mask)
-            log_p = member_mean(self._log_joint(xb, mask, z) if eps is None
-                                else self._log_marginal(xb, mask, z, eps))
-            return log_p - self._log_jacobian(xb, mask) if data else log_p
-        return score
+            value = member_mean(score.function(self, xb, mask, self._infer_latent(xb, mask), draws))
+            return value - self._log_jacobian(xb, mask) if data and score.density else value
+        return fn
 
-    def _score_rows(self, x, data=True):
+    def _score_rows(self, x, data=True, method=None):
         """:meth:`score_samples` of validated rows (array or tensor, in the data's units or,
-        with ``data=False``, the networks'), streamed in the chunks that suit
-        ``score_method``."""
-        return self._apply(self._scorer(self._device(), data), x, self.score_method == "marginal",
-                           data)
+        with ``data=False``, the networks'), by ``method`` (default: ``score_method``),
+        streamed in the chunks that suit it."""
+        method = self.score_method if method is None else method
+        return self._apply(self._scorer(self._device(), data, method), x,
+                           SCORES[method].draws, data)
 
-    def _stream(self, fn, x, marginal=False, data=False):
+    def _stream(self, fn, x, draws=0, data=False):
         """Yield ``(start, fn(chunk))`` for each chunk of ``x`` (array or tensor), computed on
         the model's device without parameter gradients, in chunks of :meth:`_chunk_size`
-        rows (``marginal``: ``fn`` is the marginal score; ``data``: ``x`` holds rows in the
-        data's units, which ``fn`` gets in the networks' units).
+        rows (``draws``: importance draws per row that ``fn`` evaluates; ``data``: ``x`` holds
+        rows in the data's units, which ``fn`` gets in the networks' units).
 
         A short last chunk is padded to a multiple of 16 rows: a row's result then does not
         depend on the other rows of the call (matrix products of fewer than about 12 rows
@@ -752,7 +768,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         full chunk size instead: one shape for every call.
         """
         device = self._device()
-        size = self._chunk_size(marginal)
+        size = self._chunk_size(draws)
         multiple = size if device.type == "cuda" else 16
         for start in range(0, len(x), size):
             chunk = x[start:start + size]
@@ -766,10 +782,10 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             with torch.no_grad():
                 yield start, fn(chunk)[:n]
 
-    def _apply(self, fn, X, marginal=False, data=False):
+    def _apply(self, fn, X, draws=0, data=False):
         """:meth:`_stream` into one preallocated float64 array: memory stays flat in rows."""
         out = None
-        for start, result in self._stream(fn, X, marginal, data):
+        for start, result in self._stream(fn, X, draws, data):
             result = result.cpu().numpy()
             if out is None:
                 out = np.empty((len(X), *result.shape[1:]), dtype=np.float64)
@@ -797,7 +813,14 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         return self._score_rows(X)
 
     def score(self, X, y=None):
-        """Mean of :meth:`score_samples`, so that model selection needs no scorer.
+        """Mean log-likelihood of ``X``, the average over rows of an importance-sampled
+        ``log p(x)`` (``score_method='marginal'``), whatever ``score_method`` says.
+
+        This is the number ``GridSearchCV`` ranks models by when it is given no scorer, as
+        with :meth:`sklearn.mixture.GaussianMixture.score`: a density of x alone, it is
+        comparable across ``n_components``, step sizes and the other hyperparameters,
+        where the log joint (``'joint'``) is a density over x and the latent coordinates
+        whose values grow with ``n_components``.
 
         Parameters
         ----------
@@ -808,7 +831,9 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         -------
         score : float
         """
-        return float(np.mean(self.score_samples(X)))
+        check_is_fitted(self)
+        X = self._validate_input(X, reset=False)
+        return float(np.mean(self._score_rows(X, method="marginal")))
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for outliers.
@@ -951,6 +976,9 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         if state.pop("_state_format", None) != _STATE_FORMAT:
             raise ValueError(f"This {type(self).__name__} was pickled by an incompatible version "
                              "of skflowgen; refit it with the installed version.")
+        if "offset_" in state:  # an older pickle: one offset, for the fit's settings
+            state["_offsets"] = {(state["score_method"], state["contamination"]):
+                                 state.pop("offset_")}
         super().__setstate__(state)
         try:
             saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)

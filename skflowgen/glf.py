@@ -20,14 +20,17 @@ from .networks import make_decoder, make_encoder
 
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     score_method="joint", support_fraction=1.0, n_estimators=5, covariance_type="diag",
-    covariance_type_evidence="GLF's default: one shared variance measured +0.2 AUROC and "
-    "-1.4 AP on\n        the 18 ADBench sets, a wash.",
+    covariance_type_evidence="GLF's default: one shared variance was a wash on the 18 ADBench "
+    "sets\n        (benchmarks/RESULTS.md, \"Feature scaling and ensembles\").",
     score_method_evidence="The default for GLF: it ranked the anomalies of the 18 ADBench "
-    "sets\n        2.5 AUROC points better than the marginal (five members, three seeds).",
+    "sets\n        better than the marginal (benchmarks/RESULTS.md, \"Feature scaling and "
+    "ensembles\").",
     support_fraction_evidence="The default for GLF\n        trains on every row: "
-    "trimming measured 0.3 AUROC points lower on the ADBench sets.",
-    n_estimators_evidence="Five, the default for GLF: 0.9 AUROC and 2.5 AP points above "
-    "one member on\n        the ADBench sets, for one to three times the fit time.")
+    "trimming measured lower on the ADBench sets (benchmarks/RESULTS.md,\n        "
+    "\"Ablation of the defaults on ADBench\").",
+    n_estimators_evidence="Five, the default for GLF: above one member on the ADBench sets, "
+    "for one to\n        three times the fit time (benchmarks/RESULTS.md, \"Feature scaling "
+    "and ensembles\").")
 
 
 class GenerativeLatentFlow(BaseLatentFlow):
@@ -58,9 +61,9 @@ class GenerativeLatentFlow(BaseLatentFlow):
     missing entry filled by the model's reconstruction of the row with zeros
     there (the training median, with feature scaling); :meth:`impute` returns
     that row's decoding. Ascending ``log p(x_obs, z)`` from the encoder's code,
-    as LFP infers its latents, imputed worse on ``load_digits`` (RMSE 0.218 ->
-    0.252 after 20 steps, 30% missing): the posterior mode fits the observed
-    pixels at the expense of the missing ones.
+    as LFP infers its latents, imputed worse on ``load_digits``: the posterior
+    mode fits the observed
+    pixels at the expense of the missing ones (benchmarks/RESULTS.md, "Imputation").
 
     Parameters
     ----------
@@ -83,7 +86,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
         paper's "regularized GLF", ``beta * recon + NLL`` through the
         encoder, which can diverge.
     beta : float, default=1.0
-        Weight of the reconstruction when ``stop_gradient=False``.
+        Weight of the reconstruction when ``stop_gradient=False``; ignored with the
+        default ``stop_gradient=True``, where the two terms train separate networks.
     learning_rate_init : float, default=1e-3
         Adam learning rate of both the autoencoder and the flow (the flow's
         Adam uses the authors' betas (0.8, 0.9), eps 1e-6 and weight decay

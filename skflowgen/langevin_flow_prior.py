@@ -23,14 +23,16 @@ _CHAIN_ROWS = 1024
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     score_method="marginal", support_fraction=None, n_estimators=1, covariance_type="spherical",
     covariance_type_evidence="LFP's default: with feature scaling, one shared variance ranked "
-    "the\n        anomalies of the 18 ADBench sets 1.5 AUROC points better (annthyroid: "
-    "66 -> 86).",
-    score_method_evidence="The default for LFP: 0.4 AUROC points above the joint on the "
-    "18 ADBench\n        sets (three seeds).",
-    support_fraction_evidence="The default for LFP\n        (trimmed): 0.9 AUROC and "
-    "6.3 AP points above untrimmed training on the ADBench sets.",
-    n_estimators_evidence="One, the default for LFP: five members measured 0.4 AUROC "
-    "points lower on the\n        ADBench sets (one seed) for 1.4 times the fit time.")
+    "the\n        anomalies of the 18 ADBench sets better (benchmarks/RESULTS.md, \"Feature "
+    "scaling and\n        ensembles\"). Ignored with a float ``sigma``, which fixes one "
+    "shared variance.",
+    score_method_evidence="The default for LFP: above the joint on the 18 ADBench sets "
+    "(benchmarks/RESULTS.md,\n        \"Feature scaling and ensembles\").",
+    support_fraction_evidence="The default for LFP\n        (trimmed): above untrimmed "
+    "training on the ADBench sets (benchmarks/RESULTS.md,\n        \"Ablation of the "
+    "defaults on ADBench\").",
+    n_estimators_evidence="One, the default for LFP: five members measured lower on the "
+    "ADBench sets\n        (benchmarks/RESULTS.md, \"Feature scaling and ensembles\").")
 
 
 class LangevinFlowPriorGenerator(BaseLatentFlow):
@@ -69,7 +71,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         inferred latents every epoch (per feature or shared, see
         ``covariance_type``), which keeps the likelihood on the data's own
         scale whatever the number of features or their scaling. A float fixes
-        an isotropic ``sigma`` (the paper: 0.3 for images in [-1, 1]).
+        an isotropic ``sigma`` (the paper: 0.3 for images in [-1, 1]); ``covariance_type``
+        is then ignored.
     step_size : float, default=1.0
         Langevin step in units of the approximate posterior std
         ``tau = (1 + sum_j v_j / (d sigma_j^2))^{{-1/2}}`` (v_j the training
@@ -86,10 +89,9 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         take their steps on those rows' latents: small batches then pay for their Langevin
         steps at the cost per row of large ones. None: every batch starts
         its chains afresh from ``N(0, I)`` and runs ``n_steps`` (the paper). Prediction is
-        the same either way. With the default, training took half the time of chains
-        advanced batch by batch on the 18 ADBench sets (and a third at batch 32) for the
-        same mean AUROC, 83.2 (fresh chains 83.1; no set more than 2.5 points from
-        either); k = 2 also measured 83.4, but moved single sets by up to 8.6 points.
+        the same either way. With the default, training costs a fraction of fresh chains'
+        for the same mean AUROC on the 18 ADBench sets (benchmarks/RESULTS.md, "ADBench
+        anomaly detection" and "Speed").
     learning_rate_init : float, default=4e-4
         Adam learning rate of the generator and the flow (betas (0.5, 0.999)),
         decayed by 0.998 per epoch.
@@ -103,7 +105,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
     See Also
     --------
-    GenerativeLatentFlow : an encoder instead of Langevin inference; faster, no missing values.
+    GenerativeLatentFlow : an encoder instead of Langevin inference; faster.
 
     Examples
     --------

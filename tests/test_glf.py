@@ -46,7 +46,7 @@ def test_stop_gradient_keeps_flow_nll_out_of_encoder(blob):
 def test_noise_variance_is_mean_squared_training_residual(blob):
     model = GenerativeLatentFlow(n_estimators=1, max_iter=3, random_state=0, **TINY).fit(blob)
     residual = blob - model.inverse_transform(model.transform(blob))
-    np.testing.assert_allclose(model.noise_variance_, np.mean(residual ** 2, axis=0),
+    np.testing.assert_allclose(model.noise_variance_, np.mean(residual ** 2, axis=0)[None],
                                rtol=1e-4)
 
 
@@ -80,20 +80,44 @@ def test_bce_decoder_outputs_probabilities(digits01):
     assert np.isfinite(model.score_samples(X)).all()
 
 
-def test_image_shape_uses_convolutions(digits01):
-    X = digits01[0][:128]
-    model = GenerativeLatentFlow(image_shape=(1, 8, 8), n_components=4, max_iter=2,
-                                 random_state=0, **TINY).fit(X)
+def test_image_shape_uses_convolutions_that_learn_the_digits(digits01):
+    """``image_shape`` switches to a convolutional autoencoder, which learns the images:
+    held-out digits reconstruct closer than the mean image."""
+    X = digits01[0]
+    train, test = X[:1000], X[1000:1200]
+    model = GenerativeLatentFlow(image_shape=(1, 8, 8), n_components=8, n_estimators=1,
+                                 max_iter=10, random_state=0, device=DEVICE).fit(train)
     assert any(isinstance(m, torch.nn.Conv2d) for m in model.encoder_.modules())
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.decoder_.modules())
-    assert model.transform(X).shape == (128, 4 * model.n_estimators)
-    assert model.inverse_transform(model.transform(X)).shape == X.shape
+    decoded = model.inverse_transform(model.transform(test))
+    assert np.mean((decoded - test) ** 2) < np.mean((train.mean(axis=0) - test) ** 2)
 
 
-def test_early_stopping_records_validation_and_keeps_best(blob):
-    model = GenerativeLatentFlow(max_iter=8, early_stopping=True, random_state=0, **TINY)
-    model.fit(blob)
-    assert len(model.validation_scores_) == model.n_iter_ == len(model.loss_curve_)
+def test_early_stopping_stops_after_the_best_epoch_and_keeps_its_weights(monkeypatch, blob):
+    """With ``early_stopping`` the validation score of each epoch is recorded, training
+    stops ``n_iter_no_change`` epochs after the best one, and the model keeps the best
+    epoch's networks (its noise variance is then refitted to them, as after any fit)."""
+    networks = ("encoder_", "decoder_", "flow_")
+    epochs = []
+    end_epoch = GenerativeLatentFlow._end_epoch
+
+    def recording(model, stats):
+        end_epoch(model, stats)
+        epochs.append({name: {k: v.clone() for k, v in getattr(model, name).state_dict().items()}
+                       for name in networks})
+    monkeypatch.setattr(GenerativeLatentFlow, "_end_epoch", recording)
+    model = GenerativeLatentFlow(max_iter=60, early_stopping=True, tol=0.0, n_iter_no_change=3,
+                                 learning_rate_init=0.01, random_state=0, **TINY).fit(blob)
+    scores = model.validation_scores_
+    best = int(np.argmax(scores))
+    assert best < model.n_iter_ - 1, "the run must pass its best epoch for this test to bite"
+    assert model.n_iter_ == best + 1 + 3 < 60
+
+    def same(state, model):
+        return all(torch.equal(state[name][k], v) for name in networks
+                   for k, v in getattr(model, name).state_dict().items())
+    assert same(epochs[best], model)
+    assert not same(epochs[-1], model)
 
 
 def test_warm_start_continues(blob):

@@ -1,0 +1,105 @@
+"""Model selection and the outlier API: ``score`` compares models of any latent size, and
+``offset_`` follows ``score_method`` and ``contamination`` after ``set_params``."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV
+
+from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
+from skflowgen.scores import SCORES
+
+from .conftest import DEVICE, TINY
+
+CLASSES = {"GLF": GenerativeLatentFlow, "LFP": LangevinFlowPriorGenerator}
+
+
+def manifold(n_rows=1500, seed=0):
+    """Rows on a smooth 3-dimensional manifold in 20 features, plus a little noise."""
+    rng = np.random.RandomState(seed)
+    z = rng.randn(n_rows, 3)
+    w1, w2 = rng.randn(3, 32), rng.randn(32, 20) / 4
+    return np.tanh(z @ w1) @ w2 + 0.05 * rng.randn(n_rows, 20)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_grid_search_with_the_default_score_finds_the_latent_dimension(est):
+    """``score`` is a log-likelihood of x alone, so the search over ``n_components`` picks
+    the manifold's dimension whatever ``score_method`` is (a log joint, whose latent density
+    changes dimension with ``n_components``, picked the largest)."""
+    X = manifold()
+    search = GridSearchCV(CLASSES[est](random_state=0, device=DEVICE),
+                          {"n_components": [1, 2, 3, 6, 12]}, cv=3).fit(X)
+    assert search.best_params_ == {"n_components": 3}
+    model = search.best_estimator_
+    scores = {}
+    for method in SCORES:
+        model.set_params(score_method=method)
+        scores[method] = model.score(X[:300])
+    assert len(set(scores.values())) == 1, scores
+
+
+@pytest.fixture(scope="module")
+def fitted(blob):
+    cache = {}
+
+    def get(est):
+        if est not in cache:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                cache[est] = CLASSES[est](max_iter=3, random_state=0, **TINY).fit(blob)
+        return cache[est]
+    return get
+
+
+@pytest.mark.parametrize("est", CLASSES)
+@pytest.mark.parametrize("method", SCORES)
+@pytest.mark.parametrize("contamination", [0.05, 0.2])
+def test_predict_flags_the_contamination_share_after_set_params(fitted, blob, est, method,
+                                                                contamination):
+    model = fitted(est)
+    fit_method, fit_contamination = model.score_method, model.contamination
+    try:
+        model.set_params(score_method=method, contamination=contamination)
+        flagged = int((model.predict(blob) == -1).sum())
+        np.testing.assert_array_equal(model.decision_function(blob),
+                                      model.score_samples(blob) - model.offset_)
+    finally:
+        model.set_params(score_method=fit_method, contamination=fit_contamination)
+    assert abs(flagged - contamination * len(blob)) <= 1
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_offset_of_another_score_comes_from_kept_training_rows(monkeypatch, blob, est):
+    """Above ``_OFFSET_ROWS`` training rows, another score's offset is the percentile over a
+    random subset of that many, the same subset every time."""
+    import skflowgen._base as base
+    monkeypatch.setattr(base, "_OFFSET_ROWS", 50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = CLASSES[est](max_iter=2, random_state=0, **TINY).fit(blob)
+    assert model._offset_rows.shape == (50, blob.shape[1])
+    assert {tuple(r) for r in model._offset_rows} <= {tuple(r) for r in blob.astype(np.float32)}
+    other = "joint" if model.score_method == "marginal" else "marginal"
+    model.set_params(score_method=other)
+    expected = np.percentile(model.score_samples(model._offset_rows), 10)
+    assert model.offset_ == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_a_pickle_with_a_single_offset_still_loads(fitted, blob, est):
+    """A model pickled before offsets followed ``score_method`` keeps its one offset and
+    says what to do when asked for another."""
+    model = fitted(est)
+    state = model.__getstate__()
+    state["offset_"] = state.pop("_offsets")[model.score_method, model.contamination]
+    del state["_offset_rows"]
+    old = type(model).__new__(type(model))
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    np.testing.assert_array_equal(old.predict(blob), model.predict(blob))
+    old.set_params(score_method="joint" if model.score_method == "marginal" else "marginal")
+    with pytest.raises(ValueError, match="refit"):
+        old.predict(blob)

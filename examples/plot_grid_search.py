@@ -3,10 +3,10 @@
 GridSearchCV tunes a ``MinMaxScaler -> LangevinFlowPriorGenerator`` pipeline on
 ``load_breast_cancer`` (569 rows, 30 features) with no ``scoring`` argument: it
 ranks the candidates by the model's own ``score``, the mean log-likelihood of
-the held-out fold. ``score_method='marginal'`` makes that an importance-sampled
-estimate of ``log p(x)``, which is comparable across ``n_components``; the
-default, the log joint ``log p(x, z~)`` at one inferred latent, is not (the
-latent density changes dimension with ``n_components``).
+the held-out fold, an importance-sampled estimate of ``log p(x)`` whatever
+``score_method`` says: it is comparable across ``n_components``, where the log
+joint ``log p(x, z~)`` at one inferred latent is not (the latent density
+changes dimension with ``n_components``).
 
 The grid crosses ``n_components`` with ``step_size``, the Langevin step in
 units of the approximate posterior scale. The script prints the best candidate
@@ -43,7 +43,7 @@ X_train, X_test = train_test_split(X, test_size=0.25, random_state=0)
 
 # Short chains (n_steps=10) and large batches keep the 3 x 9 fits fast.
 pipeline = make_pipeline(MinMaxScaler(), LangevinFlowPriorGenerator(
-    score_method="marginal", n_steps=10, batch_size=256, max_iter=cfg.max_iter,
+    n_steps=10, batch_size=256, max_iter=cfg.max_iter,
     random_state=0))
 param_grid = {"langevinflowpriorgenerator__n_components": cfg.n_components,
               "langevinflowpriorgenerator__step_size": cfg.step_size}

@@ -30,6 +30,7 @@ _EVAL_MEMORY = 64 * 2 ** 20  # bytes of activations per evaluation chunk
 _DRAWS_MEMORY = 16 * 2 ** 20  # bytes of the importance draws' working set per chunk
 _MAX_ROLLBACKS = 3
 _OFFSET_ROWS = 2048  # training rows kept to set offset_ for another score_method
+_REFERENCE_ROWS = 10_000  # training rows whose codes the k-NN score compares a code with
 
 COMMON_PARAMETERS_DOC = """\
     feature_scaling : {'robust', 'standard'} or None, default='robust'
@@ -245,7 +246,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         "n_flow_blocks": [Interval(numbers.Integral, 1, None, closed="left")],
         "image_shape": ["array-like", None],
         "feature_scaling": [StrOptions({"robust", "standard"}), None],
-        "score_method": [StrOptions({"joint", "marginal"})],
+        "score_method": [StrOptions(set(SCORES))],
         "covariance_type": [StrOptions({"diag", "spherical"})],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "support_fraction": [Interval(numbers.Real, 0, 1, closed="right"), None],
@@ -382,12 +383,22 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             for name in self._fit_state:
                 self.__dict__.pop(name, None)
         self._after_fit(x_train)
-        kept = np.arange(len(X)) if len(X) <= _OFFSET_ROWS else np.sort(
-            check_random_state(seeds[2]).choice(len(X), _OFFSET_ROWS, replace=False))
-        self._offset_rows = np.asarray(X[kept], dtype=np.float32)
+        order = check_random_state(seeds[2]).permutation(len(X))
+        self._offset_rows = np.asarray(X[np.sort(order[:_OFFSET_ROWS])], dtype=np.float32)
+        codes = self._apply(lambda xb: self._infer_latent(*self._observed(xb)).transpose(0, 1),
+                            X[np.sort(order[:_REFERENCE_ROWS])], data=True)
+        self._reference_codes = np.ascontiguousarray(codes.transpose(1, 0, 2), dtype=np.float32)
         self._offsets = {(self.score_method, self.contamination):
                          self._percentile(self._score_rows(X))}
         return self
+
+    def _reference_codes_tensor(self, device):
+        """The codes of the kept training rows, (n_members, m, n_components_)."""
+        if "_reference_codes" not in self.__dict__:
+            raise ValueError("This model was pickled by an older version of skflowgen that kept "
+                             f"no training codes: score_method={self.score_method!r} needs a "
+                             "refit.")
+        return torch.as_tensor(self._reference_codes, device=device)
 
     def _percentile(self, scores):
         """The ``100 * contamination`` percentile of training ``scores``."""

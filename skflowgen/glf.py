@@ -196,8 +196,12 @@ class GenerativeLatentFlow(BaseLatentFlow):
         if mask is None:
             return self.encoder_(x)
         with torch.no_grad():
-            x = torch.where(mask, x, self.decoder_(self.encoder_(torch.where(mask, x, 0.0))))
-        return self.encoder_(x)
+            filled = torch.where(mask, x, self.decoder_(self.encoder_(torch.where(mask, x, 0.0))))
+        # complete rows keep the code of the plain pass (the members' fills make the filled
+        # rows per member, whose products round differently): a row's code does not depend
+        # on whether other rows of its batch have missing entries
+        complete = mask.all(dim=-1)[:, None]
+        return torch.where(complete, self.encoder_(x), self.encoder_(filled))
 
     def _lookahead_rows(self, batch_size, n_rows):
         """With the stop-gradient, the flow steps once per group of batches of together

@@ -17,6 +17,16 @@ depends on its chunk), and returns each member's score (n_members, n), higher = 
   ``q = N(z~, tau^2 I)`` around the inferred latent (``tau`` the approximate posterior
   scale): a density of x alone, comparable across ``n_components``, step sizes and the
   other hyperparameters; it costs a decoder and flow pass per draw.
+- ``'knn'``: the k-nearest-neighbour density estimate of the inferred code among the codes of
+  the training rows (Loftsgaarden and Quesenberry 1965), ``log p_knn(z~) = log k - log m -
+  log V_d - d log r_k``, ``r_k`` the distance from ``z~`` to its k-th nearest training code,
+  ``m`` the training codes kept, ``V_d`` the volume of the unit ball. A density of the code
+  alone, local rather than the flow's smooth global one: it asks whether a row's code lies
+  among the codes of training rows, not how well the row is reconstructed, so it does not
+  rank images by how simple they are (Nalisnick et al. 2019), and an unseen kind of image
+  lands away from the training codes even where the flow's density is high. A training row
+  kept for this counts among its own neighbours, as every row does whose code equals a kept
+  one.
 """
 
 import math
@@ -25,7 +35,9 @@ from typing import Callable, NamedTuple
 import torch
 
 N_IMPORTANCE_SAMPLES = 128
+N_NEIGHBORS = 5
 _LOG_2PI = math.log(2 * math.pi)
+_DISTANCES_MEMORY = 16 * 2 ** 20  # bytes of distances held at once by the k-NN score
 
 
 def joint(model, x, mask, z, draws):
@@ -46,16 +58,42 @@ def marginal(model, x, mask, z, draws):
     return torch.logsumexp(log_joint - log_q, dim=-1) - math.log(m)
 
 
+def knn(model, x, mask, z, draws):
+    """``log p_knn(z~)`` among the codes of the training rows the model keeps."""
+    return knn_log_density(z, model._reference_codes_tensor(z.device))
+
+
+def knn_log_density(z, reference):
+    """``log p_knn`` of latents ``z`` (n_members, n, d) among ``reference`` codes
+    (n_members, m, d) with ``k = N_NEIGHBORS`` (fewer when m is small). Rows are processed
+    in blocks of a multiple of 16 holding about ``_DISTANCES_MEMORY`` bytes of distances,
+    each member's by a plain 2-D product: a batched product rounds differently with the
+    number of rows, and a row's score must not depend on its batch."""
+    members, m, d = reference.shape
+    k = min(N_NEIGHBORS, m)
+    block = max(16, _DISTANCES_MEMORY // (4 * members * m) // 16 * 16)
+    squared_ref = reference.square().sum(dim=-1)[:, None, :]
+    radii = []
+    for zb in z.split(block, dim=1):
+        products = torch.stack([zm @ rm.T for zm, rm in zip(zb, reference)])  # 2-D products
+        squared = zb.square().sum(dim=-1, keepdim=True) + squared_ref - 2 * products
+        nearest = torch.topk(squared, k, dim=-1, largest=False).values
+        radii.append(nearest[..., -1].clamp_min(1e-30).sqrt())
+    log_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
+    return math.log(k) - math.log(m) - log_ball - d * torch.log(torch.cat(radii, dim=1))
+
+
 class Score(NamedTuple):
     """A score function with what its evaluation needs: ``density`` (a log-density of x,
     which gets the log-Jacobian of the feature scaling to be in the data's units) and
     ``draws`` (importance draws per row, which size the evaluation chunks)."""
     function: Callable
     density: bool
-    draws: int
+    draws: int = 0
 
 
 SCORES = {
-    "joint": Score(joint, density=True, draws=0),
+    "joint": Score(joint, density=True),
     "marginal": Score(marginal, density=True, draws=N_IMPORTANCE_SAMPLES),
+    "knn": Score(knn, density=False),
 }

@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 from skflowgen._base import torch_generator
+from skflowgen.scores import SCORES
 
 from .conftest import TINY
 
@@ -48,11 +49,12 @@ def member(model, k):
                  for key, value in getattr(model, name).state_dict().items()}
         getattr(single, name).load_state_dict(state)
     single._row_activations = single._count_row_activations()
+    single._reference_codes = model._reference_codes[k:k + 1]
     return single
 
 
 @pytest.mark.parametrize("est", CLASSES)
-@pytest.mark.parametrize("score_method", ["joint", "marginal"])
+@pytest.mark.parametrize("score_method", SCORES)
 def test_ensemble_is_the_mean_of_its_members(ensembles, blob, est, score_method):
     """Each member, cut out as a model of its own, gives the ensemble's outputs: the score is
     the members' mean, ``transform`` their latents side by side, ``inverse_transform`` the

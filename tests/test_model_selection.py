@@ -103,3 +103,40 @@ def test_a_pickle_with_a_single_offset_still_loads(fitted, blob, est):
     old.set_params(score_method="joint" if model.score_method == "marginal" else "marginal")
     with pytest.raises(ValueError, match="refit"):
         old.predict(blob)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_knn_score_is_the_knn_log_density_of_the_code_among_training_codes(monkeypatch, blob,
+                                                                           est):
+    """``score_method='knn'``: ``log k - log m - log V_d - d log r_k``, with ``r_k`` the
+    distance from a row's code to the k-th nearest code of the kept training rows (here a
+    random 120 of 200); each member's, averaged."""
+    import math
+
+    from sklearn.neighbors import NearestNeighbors
+
+    import skflowgen._base as base
+    from skflowgen.scores import N_NEIGHBORS
+    monkeypatch.setattr(base, "_REFERENCE_ROWS", 120)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = CLASSES[est](n_estimators=2, max_iter=2, score_method="knn", random_state=0,
+                             **TINY).fit(blob)
+    kept = model.transform(blob)  # the codes of every training row, members side by side
+    d = model.n_components_
+    # which rows were kept: their codes are the reference codes of the first member
+    reference = model._reference_codes
+    assert reference.shape == (2, 120, d)
+    rows = [np.flatnonzero(np.all(np.isclose(kept[:, :d], code, atol=1e-6), axis=1))[0]
+            for code in reference[0]]
+    assert len(set(rows)) == 120
+    test = blob[:7] + 0.5
+    codes = model.transform(test)
+    log_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
+    expected = 0
+    for m in range(2):
+        neighbours = NearestNeighbors(n_neighbors=N_NEIGHBORS).fit(kept[rows, m * d:(m + 1) * d])
+        r_k = neighbours.kneighbors(codes[:, m * d:(m + 1) * d])[0][:, -1]
+        expected = expected + (math.log(N_NEIGHBORS) - math.log(120) - log_ball
+                               - d * np.log(r_k)) / 2
+    np.testing.assert_allclose(model.score_samples(test), expected, rtol=1e-4, atol=1e-4)

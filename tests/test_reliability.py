@@ -19,6 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 import skflowgen._base as base
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 from skflowgen.flows import AffineCoupling, CouplingFlow, Rotation
+from skflowgen.scores import SCORES
 
 from .conftest import DEVICE
 
@@ -266,7 +267,7 @@ def joblib_round_trip(model):
 
 
 @pytest.mark.parametrize("est", CLASSES)
-@pytest.mark.parametrize("score_method", ["joint", "marginal"])
+@pytest.mark.parametrize("score_method", SCORES)
 @pytest.mark.parametrize("round_trip", [pickle_round_trip, joblib_round_trip],
                          ids=["pickle", "joblib"])
 @pytest.mark.parametrize("n_estimators", [1, 3])
@@ -402,7 +403,7 @@ def test_set_device_cpu_after_fit(est):
 
 
 @pytest.mark.parametrize("est", CLASSES)
-@pytest.mark.parametrize("score_method", ["joint", "marginal"])
+@pytest.mark.parametrize("score_method", SCORES)
 def test_row_scores_do_not_depend_on_the_batch(fitted, est, score_method):
     model = fitted(est, score_method, batch_size=4)   # 7 test rows: two chunks, one padded
     data = X_MISSING
@@ -440,7 +441,7 @@ def test_global_rngs_untouched(est):
 # ================================================================ properties: estimators
 PROPERTY_SETTINGS = settings(max_examples=15, deadline=None, derandomize=True,
                              suppress_health_check=[HealthCheck.too_slow])
-ESTIMATOR_KINDS = [(e, s) for e in CLASSES for s in ("joint", "marginal")]
+ESTIMATOR_KINDS = [(e, s) for e in CLASSES for s in SCORES]
 
 
 def finite_rows(max_rows=12, bound=1e6):

@@ -22,6 +22,7 @@ EXPECTED = {
     "persistence.py": {"line": "OK"},
     "plot_anomaly_detection.py": {"png": ["anomaly_scores.png", "anomaly_roc.png"]},
     "plot_grid_search.py": {"png": ["grid_search.png"]},
+    "plot_image_anomalies.py": {"png": ["image_anomalies.png"], "grids": ["image_anomalies.png"]},
     "plot_imputation.py": {"png": ["imputation.png"], "grids": ["imputation.png"]},
     "plot_sampling.py": {"png": ["sampling_grid.png", "sampling_interpolation.png"],
                          "grids": ["sampling_grid.png", "sampling_interpolation.png"]},

@@ -55,7 +55,7 @@ COMMON_PARAMETERS_DOC = """\
         can be written off as noise, nor dominate the likelihood from a variance
         driven to its floor).
         %(covariance_type_evidence)s
-    score_method : {'marginal', 'joint'}, default=%(score_method)r
+    score_method : {'marginal', 'joint', 'knn'}, default=%(score_method)r
         What :meth:`score_samples`, :meth:`decision_function` and :meth:`predict`
         rank rows by (``skflowgen.scores`` says what each estimates). ``'marginal'``:
         an importance-sampled estimate of ``log p(x)`` (128 draws from
@@ -63,6 +63,11 @@ COMMON_PARAMETERS_DOC = """\
         approximate posterior scale). ``'joint'``: the papers' score, the log joint
         ``log N(x; g(z~), diag(sigma^2)) + log p(z~)`` at ``z~``; cheaper (no
         extra decoder passes), but its values shift with ``n_components``.
+        ``'knn'``: the k-nearest-neighbour log-density (k = 5) of ``z~`` among the
+        codes of the training rows (up to 10,000 of them, kept at ``fit``): for
+        images, where a likelihood of the pixels ranks simple pictures as normal
+        whatever they show, it asks whether a row's code lies among the training
+        codes (benchmarks/RESULTS.md, "Images").
         :meth:`score` (model selection) uses the marginal whatever this says,
         and ``offset_`` follows this after ``set_params``.
         %(score_method_evidence)s

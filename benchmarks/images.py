@@ -369,7 +369,8 @@ def plot(table, classes, seeds, columns, names, path, title):
     width = 0.85 / len(columns)
     for j, col in enumerate(columns):
         values = [np.mean([table[col][k, s]["auprc"] for s in seeds]) for k in classes]
-        ax.bar(np.arange(len(classes)) + j * width, values, width, label=col)
+        ax.bar(np.arange(len(classes)) + j * width, values, width, label=col,
+               color=plt.cm.tab20(j % 20))
     ax.set_xticks(np.arange(len(classes)) + 0.425 - width / 2, [names[k] for k in classes],
                   rotation=20)
     ax.set_ylabel("AUPRC x 100 (mean over seeds)")

@@ -55,7 +55,7 @@ COMMON_PARAMETERS_DOC = """\
         can be written off as noise, nor dominate the likelihood from a variance
         driven to its floor).
         %(covariance_type_evidence)s
-    score_method : {'marginal', 'joint', 'knn'}, default=%(score_method)r
+    score_method : {'marginal', 'joint', 'knn', 'lof'}, default=%(score_method)r
         What :meth:`score_samples`, :meth:`decision_function` and :meth:`predict`
         rank rows by (``skflowgen.scores`` says what each estimates). ``'marginal'``:
         an importance-sampled estimate of ``log p(x)`` (128 draws from
@@ -67,7 +67,9 @@ COMMON_PARAMETERS_DOC = """\
         codes of the training rows (up to 10,000 of them, kept at ``fit``): for
         images, where a likelihood of the pixels ranks simple pictures as normal
         whatever they show, it asks whether a row's code lies among the training
-        codes (benchmarks/RESULTS.md, "Images").
+        codes (benchmarks/RESULTS.md, "Images"). ``'lof'``: minus the local outlier
+        factor of ``z~`` among the same codes (20 neighbours), as
+        :class:`~sklearn.neighbors.LocalOutlierFactor` computes it.
         :meth:`score` (model selection) uses the marginal whatever this says,
         and ``offset_`` follows this after ``set_params``.
         %(score_method_evidence)s
@@ -393,6 +395,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         codes = self._apply(lambda xb: self._infer_latent(*self._observed(xb)).transpose(0, 1),
                             X[np.sort(order[:_REFERENCE_ROWS])], data=True)
         self._reference_codes = np.ascontiguousarray(codes.transpose(1, 0, 2), dtype=np.float32)
+        self.__dict__.pop("_lof_cache", None)  # LOF's fitted part of the previous codes
         self._offsets = {(self.score_method, self.contamination):
                          self._percentile(self._score_rows(X))}
         return self
@@ -404,6 +407,17 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                              f"no training codes: score_method={self.score_method!r} needs a "
                              "refit.")
         return torch.as_tensor(self._reference_codes, device=device)
+
+    def _lof_reference(self, k):
+        """The kept training codes' k-distances and local reachability densities (LOF's
+        fitted part), computed at first use and kept."""
+        cached = self.__dict__.get("_lof_cache")
+        if cached is None or cached[0] != k:
+            from .scores import lof_reference
+            reference = self._reference_codes_tensor(torch.device("cpu"))
+            cached = (k, *(t.numpy() for t in lof_reference(reference, k)))
+            self._lof_cache = cached
+        return cached[1:]
 
     def _percentile(self, scores):
         """The ``100 * contamination`` percentile of training ``scores``."""

@@ -27,6 +27,10 @@ depends on its chunk), and returns each member's score (n_members, n), higher = 
   lands away from the training codes even where the flow's density is high. A training row
   kept for this counts among its own neighbours, as every row does whose code equals a kept
   one.
+- ``'lof'``: minus the local outlier factor of the inferred code among the same training
+  codes (Breunig et al. 2000; ``LocalOutlierFactor(novelty=True).score_samples`` on the
+  codes, 20 neighbours): the ratio of the code's local density to that of its neighbours,
+  so that a code in a sparse but known region is not flagged. About -1 for an inlier.
 """
 
 import math
@@ -36,6 +40,7 @@ import torch
 
 N_IMPORTANCE_SAMPLES = 128
 N_NEIGHBORS = 5
+LOF_NEIGHBORS = 20
 _LOG_2PI = math.log(2 * math.pi)
 _DISTANCES_MEMORY = 16 * 2 ** 20  # bytes of distances held at once by the k-NN score
 
@@ -58,29 +63,57 @@ def marginal(model, x, mask, z, draws):
     return torch.logsumexp(log_joint - log_q, dim=-1) - math.log(m)
 
 
-def knn(model, x, mask, z, draws):
-    """``log p_knn(z~)`` among the codes of the training rows the model keeps."""
-    return knn_log_density(z, model._reference_codes_tensor(z.device))
-
-
-def knn_log_density(z, reference):
-    """``log p_knn`` of latents ``z`` (n_members, n, d) among ``reference`` codes
-    (n_members, m, d) with ``k = N_NEIGHBORS`` (fewer when m is small). Rows are processed
-    in blocks of a multiple of 16 holding about ``_DISTANCES_MEMORY`` bytes of distances,
-    each member's by a plain 2-D product: a batched product rounds differently with the
-    number of rows, and a row's score must not depend on its batch."""
-    members, m, d = reference.shape
-    k = min(N_NEIGHBORS, m)
+def nearest(z, reference, k):
+    """Distances and indices of the ``k`` nearest ``reference`` codes (n_members, m, d) of
+    each latent of ``z`` (n_members, n, d), nearest first. Rows are processed in blocks of a
+    multiple of 16 holding about ``_DISTANCES_MEMORY`` bytes of distances, each member's by a
+    plain 2-D product: a batched product rounds differently with the number of rows, and a
+    row's score must not depend on its batch."""
+    members, m, _ = reference.shape
     block = max(16, _DISTANCES_MEMORY // (4 * members * m) // 16 * 16)
     squared_ref = reference.square().sum(dim=-1)[:, None, :]
-    radii = []
+    distances, indices = [], []
     for zb in z.split(block, dim=1):
-        products = torch.stack([zm @ rm.T for zm, rm in zip(zb, reference)])  # 2-D products
+        products = torch.stack([zm @ rm.T for zm, rm in zip(zb, reference)])
         squared = zb.square().sum(dim=-1, keepdim=True) + squared_ref - 2 * products
-        nearest = torch.topk(squared, k, dim=-1, largest=False).values
-        radii.append(nearest[..., -1].clamp_min(1e-30).sqrt())
+        values, index = torch.topk(squared, k, dim=-1, largest=False)
+        distances.append(values.clamp_min(0).sqrt())
+        indices.append(index)
+    return torch.cat(distances, dim=1), torch.cat(indices, dim=1)
+
+
+def knn(model, x, mask, z, draws):
+    """``log p_knn(z~)`` among the codes of the training rows the model keeps."""
+    reference = model._reference_codes_tensor(z.device)
+    members, m, d = reference.shape
+    k = min(N_NEIGHBORS, m)
+    radius = nearest(z, reference, k)[0][..., -1].clamp_min(1e-30)
     log_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
-    return math.log(k) - math.log(m) - log_ball - d * torch.log(torch.cat(radii, dim=1))
+    return math.log(k) - math.log(m) - log_ball - d * torch.log(radius)
+
+
+def lof_reference(reference, k):
+    """Each reference code's k-distance and local reachability density among the others
+    (itself left out), the fitted part of LOF: shapes (n_members, m)."""
+    distances, index = nearest(reference, reference, k + 1)
+    distances, index = distances[..., 1:], index[..., 1:]  # the nearest is the code itself
+    k_distance = distances[..., -1]
+    reach = torch.maximum(distances, torch.gather(k_distance, 1, index.flatten(1))
+                          .view_as(index))
+    return k_distance, 1 / (reach.mean(dim=-1) + 1e-10)
+
+
+def lof(model, x, mask, z, draws):
+    """Minus the local outlier factor of ``z~`` among the kept training codes: the mean
+    ratio of its ``LOF_NEIGHBORS`` nearest codes' local reachability density to its own."""
+    reference = model._reference_codes_tensor(z.device)
+    k = min(LOF_NEIGHBORS, reference.shape[1] - 1)
+    k_distance, density = (torch.as_tensor(a, device=z.device) for a in model._lof_reference(k))
+    distances, index = nearest(z, reference, k)
+    flat = index.flatten(1)
+    reach = torch.maximum(distances, torch.gather(k_distance, 1, flat).view_as(index))
+    own = 1 / (reach.mean(dim=-1) + 1e-10)
+    return -torch.gather(density, 1, flat).view_as(index).mean(dim=-1) / own
 
 
 class Score(NamedTuple):
@@ -96,4 +129,5 @@ SCORES = {
     "joint": Score(joint, density=True),
     "marginal": Score(marginal, density=True, draws=N_IMPORTANCE_SAMPLES),
     "knn": Score(knn, density=False),
+    "lof": Score(lof, density=False),
 }

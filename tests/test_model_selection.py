@@ -140,3 +140,25 @@ def test_knn_score_is_the_knn_log_density_of_the_code_among_training_codes(monke
         expected = expected + (math.log(N_NEIGHBORS) - math.log(120) - log_ball
                                - d * np.log(r_k)) / 2
     np.testing.assert_allclose(model.score_samples(test), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_lof_score_is_local_outlier_factor_of_the_code_among_training_codes(fitted, blob, est):
+    """``score_method='lof'`` equals scikit-learn's ``LocalOutlierFactor(novelty=True,
+    n_neighbors=20).score_samples`` on the codes (each member's, averaged)."""
+    from sklearn.neighbors import LocalOutlierFactor
+    model = fitted(est)
+    d = model.n_components_
+    members = model._reference_codes.shape[0]
+    test = np.r_[blob[:7] + 0.5, blob[:3]]
+    codes = model.transform(test)
+    expected = np.mean([LocalOutlierFactor(n_neighbors=20, novelty=True)
+                        .fit(model._reference_codes[m])
+                        .score_samples(codes[:, m * d:(m + 1) * d]) for m in range(members)],
+                       axis=0)
+    method = model.score_method
+    try:
+        model.set_params(score_method="lof")
+        np.testing.assert_allclose(model.score_samples(test), expected, rtol=1e-4)
+    finally:
+        model.set_params(score_method=method)

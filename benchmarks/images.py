@@ -291,8 +291,8 @@ def report(rows, task, output, figure):
     baselines = [b for b in BASELINES if b in columns]
     ranked = defaults + baselines
 
-    def mean_over_seeds(col, key="auprc"):
-        return np.array([np.mean([table[col][k, s][key] for s in seeds]) for k in classes])
+    def mean_over_seeds(col, key="auprc", over=seeds):
+        return np.array([np.mean([table[col][k, s][key] for s in over]) for k in classes])
     per_class = np.array([mean_over_seeds(c) for c in ranked]).T  # classes x detectors
     ranks = _common.average_ranks(per_class)
     rows_out = [[f"{k} ({names[k]})", *(f"{v:.1f}" for v in per_class[i])]
@@ -306,18 +306,21 @@ def report(rows, task, output, figure):
     rows_out.append(["seconds per class (fit + score)",
                      *(f"{np.mean([r['fit_s'] + r['score_s'] for r in table[c].values()]):.0f}"
                        for c in ranked)])
-    study = sorted(c for c in columns if ":" in c)
     study_rows = []
-    for c in study:
-        auprc = mean_over_seeds(c)
-        wins = int(sum(auprc[i] > per_class[i, ranked.index("lof")] for i in range(len(classes))))\
-            if "lof" in ranked else ""
-        study_rows.append([c, f"{auprc.mean():.1f}", f"{mean_over_seeds(c, 'ap').mean():.1f}",
-                           f"{mean_over_seeds(c, 'auroc').mean():.1f}",
-                           f"{mean_over_seeds(c, 'auroc').min():.1f}",
-                           f"{np.std([np.mean([table[c][k, s]['auprc'] for k in classes]) for s in seeds]):.1f}",
-                           str(wins),
-                           f"{np.mean([r['score_s'] for r in table[c].values()]):.1f}"])
+    for c in sorted(c for c in table if ":" in c):  # every score on the seeds it covers
+        covered = [s for s in seeds if all((k, s) in table[c] for k in classes)]
+        if not covered:
+            continue
+        auprc = mean_over_seeds(c, over=covered)
+        lof = mean_over_seeds("lof", over=covered) if "lof" in columns else None
+        per_seed = [np.mean([table[c][k, s]["auprc"] for k in classes]) for s in covered]
+        study_rows.append([c, ", ".join(map(str, covered)), f"{auprc.mean():.1f}",
+                           f"{mean_over_seeds(c, 'ap', covered).mean():.1f}",
+                           f"{mean_over_seeds(c, 'auroc', covered).mean():.1f}",
+                           f"{mean_over_seeds(c, 'auroc', covered).min():.1f}",
+                           f"{np.std(per_seed):.1f}" if len(covered) > 1 else "",
+                           "" if lof is None else f"{lof.mean():.1f} ({int((auprc > lof).sum())})",
+                           f"{np.mean([table[c][k, s]['score_s'] for k in classes for s in covered]):.1f}"])
     spec = TASKS[task]
     title = {"digits": "Images: load_digits, held-out digit",
              "fashion": "Images: Fashion-MNIST, held-out class"}[task]
@@ -346,9 +349,11 @@ def report(rows, task, output, figure):
         "log-likelihood of independent per-pixel Gaussians fitted on the training images "
         "(a likelihood ratio against a simple reference, after Ren et al. 2019). "
         "Seconds: scoring the test images, with the inference each score needs (the local "
-        "scores also infer the training codes).", "",
-        _common.markdown_table(["model:score", "mean AUPRC", "mean AP", "mean AUROC",
-                                "min AUROC", "std over seeds", "classes above LOF",
+        "scores also infer the training codes). `model[params]` rows are fits with other "
+        "parameters (the training study), on the seeds they cover.", "",
+        _common.markdown_table(["model:score", "seeds", "mean AUPRC", "mean AP", "mean AUROC",
+                                "min AUROC", "std over seeds",
+                                "LOF on the pixels, same seeds (classes above it)",
                                 "score seconds"], study_rows), "",
         f"![AUPRC per held-out class]({figure.name})"])
     plot(table, classes, seeds, ranked, names, figure, title)

@@ -19,9 +19,9 @@ class GenerativeImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     ----------
     estimator : GenerativeLatentFlow or LangevinFlowPriorGenerator, default=None
         The model to fit (a clone of it is fitted; NaN entries count as missing). None
-        uses ``GenerativeLatentFlow()``, the faster of the two (a tenth of LFP's fit time
-        in ``benchmarks/RESULTS.md``, "Imputation"), which imputed the digits better at the
-        defaults; LFP imputed the Fashion-MNIST squares better. At their defaults neither
+        uses ``GenerativeLatentFlow()``, the faster of the two, which imputed the digits
+        better at the defaults; LFP imputed the Fashion-MNIST squares better
+        (``benchmarks/RESULTS.md``, "Imputation"). At their defaults neither
         beats :class:`~sklearn.impute.KNNImputer` there: they are fitted for anomaly
         ranking (ten epochs); a longer fit (``max_iter``) imputes better.
 

@@ -56,22 +56,13 @@ COMMON_PARAMETERS_DOC = """\
         driven to its floor).
         %(covariance_type_evidence)s
     score_method : {'marginal', 'joint', 'knn', 'lof'}, default=%(score_method)r
-        What :meth:`score_samples`, :meth:`decision_function` and :meth:`predict`
-        rank rows by (``skflowgen.scores`` says what each estimates). ``'marginal'``:
-        an importance-sampled estimate of ``log p(x)`` (128 draws from
-        ``N(z~, tau^2 I)`` around the inferred latent ``z~``, ``tau`` the
-        approximate posterior scale). ``'joint'``: the papers' score, the log joint
-        ``log N(x; g(z~), diag(sigma^2)) + log p(z~)`` at ``z~``; cheaper (no
-        extra decoder passes), but its values shift with ``n_components``.
-        ``'knn'``: the k-nearest-neighbour log-density (k = 5) of ``z~`` among the
-        codes of the training rows (up to 10,000 of them, kept at ``fit``): for
-        images, where a likelihood of the pixels ranks simple pictures as normal
-        whatever they show, it asks whether a row's code lies among the training
-        codes (benchmarks/RESULTS.md, "Images"). ``'lof'``: minus the local outlier
-        factor of ``z~`` among the same codes (20 neighbours), as
-        :class:`~sklearn.neighbors.LocalOutlierFactor` computes it.
-        :meth:`score` (model selection) uses the marginal whatever this says,
-        and ``offset_`` follows this after ``set_params``.
+        What :meth:`score_samples`, :meth:`decision_function` and :meth:`predict` rank
+        rows by; ``skflowgen.scores`` says what each estimates and when to choose it.
+        ``'marginal'``: an importance-sampled ``log p(x)``; ``'joint'``: the papers' log
+        joint ``log p(x, z~)`` at the inferred latent ``z~``; ``'knn'`` and ``'lof'``: the
+        local density of ``z~`` among the codes of the training rows (for images).
+        :meth:`score` (model selection) uses the marginal whatever this says, and
+        ``offset_`` follows this after ``set_params``.
         %(score_method_evidence)s
     contamination : float in (0, 0.5], default=0.1
         Expected fraction of outliers in the training set; sets ``offset_`` and,
@@ -407,17 +398,6 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                              f"no training codes: score_method={self.score_method!r} needs a "
                              "refit.")
         return torch.as_tensor(self._reference_codes, device=device)
-
-    def _lof_reference(self, k):
-        """The kept training codes' k-distances and local reachability densities (LOF's
-        fitted part), computed at first use and kept."""
-        cached = self.__dict__.get("_lof_cache")
-        if cached is None or cached[0] != k:
-            from .scores import lof_reference
-            reference = self._reference_codes_tensor(torch.device("cpu"))
-            cached = (k, *(t.numpy() for t in lof_reference(reference, k)))
-            self._lof_cache = cached
-        return cached[1:]
 
     def _percentile(self, scores):
         """The ``100 * contamination`` percentile of training ``scores``."""

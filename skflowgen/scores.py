@@ -13,10 +13,12 @@ depends on its chunk), and returns each member's score (n_members, n), higher = 
   ``log p(x, z~) = log N(x; g(z~), diag(sigma^2)) + log p(z~)``. Cheap (no decoder pass
   beyond the inference), but a density over x *and* the d latent coordinates: its values
   shift with ``n_components``, so it cannot compare models of different latent sizes.
+  Choose it on tables when scoring cost matters (GLF's default).
 - ``'marginal'``: ``log p(x) = log E_q[p(x, z) / q(z)]`` by importance sampling with
   ``q = N(z~, tau^2 I)`` around the inferred latent (``tau`` the approximate posterior
   scale): a density of x alone, comparable across ``n_components``, step sizes and the
-  other hyperparameters; it costs a decoder and flow pass per draw.
+  other hyperparameters; it costs a decoder and flow pass per draw. Choose it on tables
+  with LFP (its default), and to compare models (``score`` always uses it).
 - ``'knn'``: the k-nearest-neighbour density estimate of the inferred code among the codes of
   the training rows (Loftsgaarden and Quesenberry 1965), ``log p_knn(z~) = log k - log m -
   log V_d - d log r_k``, ``r_k`` the distance from ``z~`` to its k-th nearest training code,
@@ -26,11 +28,15 @@ depends on its chunk), and returns each member's score (n_members, n), higher = 
   rank images by how simple they are (Nalisnick et al. 2019), and an unseen kind of image
   lands away from the training codes even where the flow's density is high. A training row
   kept for this counts among its own neighbours, as every row does whose code equals a kept
-  one.
+  one. Choose it on images (``image_shape``), where the two likelihoods above rank simple
+  pictures as normal: on ``load_digits`` it ranked held-out digits best of the scores
+  measured (benchmarks/RESULTS.md, "Images").
 - ``'lof'``: minus the local outlier factor of the inferred code among the same training
   codes (Breunig et al. 2000; ``LocalOutlierFactor(novelty=True).score_samples`` on the
   codes, 20 neighbours): the ratio of the code's local density to that of its neighbours,
   so that a code in a sparse but known region is not flagged. About -1 for an inlier.
+  Choose it on images whose classes differ in how tightly they cluster; on Fashion-MNIST it
+  led the scores of GLF on several held-out classes (benchmarks/RESULTS.md, "Images").
 """
 
 import math
@@ -92,9 +98,19 @@ def knn(model, x, mask, z, draws):
     return math.log(k) - math.log(m) - log_ball - d * torch.log(radius)
 
 
-def lof_reference(reference, k):
-    """Each reference code's k-distance and local reachability density among the others
-    (itself left out), the fitted part of LOF: shapes (n_members, m)."""
+def lof_reference(model, k):
+    """Each kept training code's k-distance and local reachability density among the others
+    (itself left out), shapes (n_members, m): LOF's fitted part, computed at first use and
+    kept on the model (``fit`` drops it with the codes it came from)."""
+    cached = model.__dict__.get("_lof_cache")
+    if cached is None or cached[0] != k:
+        reference = model._reference_codes_tensor(torch.device("cpu"))
+        cached = (k, *(t.numpy() for t in _lof_reference(reference, k)))
+        model._lof_cache = cached
+    return cached[1:]
+
+
+def _lof_reference(reference, k):
     distances, index = nearest(reference, reference, k + 1)
     distances, index = distances[..., 1:], index[..., 1:]  # the nearest is the code itself
     k_distance = distances[..., -1]
@@ -108,7 +124,7 @@ def lof(model, x, mask, z, draws):
     ratio of its ``LOF_NEIGHBORS`` nearest codes' local reachability density to its own."""
     reference = model._reference_codes_tensor(z.device)
     k = min(LOF_NEIGHBORS, reference.shape[1] - 1)
-    k_distance, density = (torch.as_tensor(a, device=z.device) for a in model._lof_reference(k))
+    k_distance, density = (torch.as_tensor(a, device=z.device) for a in lof_reference(model, k))
     distances, index = nearest(z, reference, k)
     flat = index.flatten(1)
     reach = torch.maximum(distances, torch.gather(k_distance, 1, flat).view_as(index))

@@ -34,7 +34,7 @@ from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
 
 from _common import limit_threads, machine_info, markdown_table, provenance, replace_section, \
     timed
-from fashion_mnist import load as load_fashion
+from images import load as load_images
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 
 SETTINGS = ["digits-30", "digits-50", "fashion-square"]
@@ -75,7 +75,7 @@ def problems(setting, seed, args):
     """``[(training rows label, train, test, corrupted test)]`` for one setting and seed."""
     rng = np.random.RandomState(seed)
     if setting == "fashion-square":
-        X, _ = load_fashion(args.data_dir)
+        X, _ = load_images("fashion", args.data_dir)
         perm = rng.permutation(len(X))
         train, test = X[perm[:args.max_train]], X[perm[-args.max_test:]]
         return [("complete", train, test, cut_square(test, rng))]

@@ -3,9 +3,9 @@
 The models learn the 8x8 digits of ``load_digits`` except the 8s (80% of the other images;
 ``image_shape=(1, 8, 8)`` gives them convolutional networks). The test set holds the other
 20% plus every 8. On images a likelihood ranks pictures by how simple they are rather than by
-what they show, so the models score with ``score_method='knn'``: the k-nearest-neighbour
-density of an image's latent code among the codes of the training images. Next to them,
-scikit-learn's ``LocalOutlierFactor`` on the raw pixels. The script prints each detector's
+what they show, so with ``image_shape`` the models score by default (``score_method='auto'``)
+with ``'lof'``: the local outlier factor of an image's latent code among the codes of the
+training images. Next to them, scikit-learn's ``LocalOutlierFactor`` on the raw pixels. The script prints each detector's
 AUPRC and AUROC and writes ``image_anomalies.png``: for each detector, the eight test images
 it finds most anomalous and the eight it finds most normal, each with its score (the 8s
 framed in red).
@@ -39,7 +39,7 @@ X_train = X_train[:cfg.n_train]
 X_test = np.vstack([X_normal_test, X[~normal]])
 y_test = np.r_[np.zeros(len(X_normal_test)), np.ones((~normal).sum())]
 
-images = dict(image_shape=(1, 8, 8), score_method="knn", random_state=0, **cfg.epochs)
+images = dict(image_shape=(1, 8, 8), random_state=0, **cfg.epochs)
 detectors = {"GenerativeLatentFlow": GenerativeLatentFlow(**images),
              "LangevinFlowPriorGenerator": LangevinFlowPriorGenerator(**images),
              "LocalOutlierFactor (pixels)": LocalOutlierFactor(novelty=True)}

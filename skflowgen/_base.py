@@ -55,12 +55,13 @@ COMMON_PARAMETERS_DOC = """\
         can be written off as noise, nor dominate the likelihood from a variance
         driven to its floor).
         %(covariance_type_evidence)s
-    score_method : {'marginal', 'joint', 'knn', 'lof'}, default=%(score_method)r
+    score_method : {'auto', 'marginal', 'joint', 'knn', 'lof'}, default='auto'
         What :meth:`score_samples`, :meth:`decision_function` and :meth:`predict` rank
         rows by; ``skflowgen.scores`` says what each estimates and when to choose it.
         ``'marginal'``: an importance-sampled ``log p(x)``; ``'joint'``: the papers' log
         joint ``log p(x, z~)`` at the inferred latent ``z~``; ``'knn'`` and ``'lof'``: the
-        local density of ``z~`` among the codes of the training rows (for images).
+        local density of ``z~`` among the codes of the training rows. ``'auto'``:
+        ``'lof'`` with ``image_shape``, ``'%(table_score_method)s'`` on tables.
         :meth:`score` (model selection) uses the marginal whatever this says, and
         ``offset_`` follows this after ``set_params``.
         %(score_method_evidence)s
@@ -96,7 +97,10 @@ COMMON_PARAMETERS_DOC = """\
     batch_size : int or 'auto', default='auto'
         Rows per training mini-batch. ``'auto'`` trains on
         ``min(256, max(16, n_samples // 10))`` rows, so that even a small table
-        gets ten or more steps per epoch. Evaluation (scoring, ``transform``,
+        gets ten or more steps per epoch, and with ``image_shape`` on
+        ``min(256, max(16, n_samples // 32))``: a convolutional network needs more
+        steps (on ``load_digits`` a third of them ranked held-out digits lower,
+        benchmarks/RESULTS.md, "Images"). Evaluation (scoring, ``transform``,
         ``sample``...) streams over chunks sized by memory instead: about 64 MiB
         of network activations each, whatever the number of rows.
     tol : float or None, default=None
@@ -189,9 +193,10 @@ def _clone(state):
     return state
 
 
-def auto_batch_size(n_rows):
-    """``batch_size='auto'``: ``min(256, max(16, n_rows // 10))`` rows."""
-    return min(256, max(16, n_rows // 10))
+def auto_batch_size(n_rows, steps=10):
+    """``batch_size='auto'``: ``min(256, max(16, n_rows // steps))`` rows, ``steps`` or more
+    optimizer steps an epoch."""
+    return min(256, max(16, n_rows // steps))
 
 
 def torch_generator(seed, device):
@@ -244,7 +249,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         "n_flow_blocks": [Interval(numbers.Integral, 1, None, closed="left")],
         "image_shape": ["array-like", None],
         "feature_scaling": [StrOptions({"robust", "standard"}), None],
-        "score_method": [StrOptions(set(SCORES))],
+        "score_method": [StrOptions({"auto", *SCORES})],
         "covariance_type": [StrOptions({"diag", "spherical"})],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "support_fraction": [Interval(numbers.Real, 0, 1, closed="right"), None],
@@ -387,7 +392,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
                             X[np.sort(order[:_REFERENCE_ROWS])], data=True)
         self._reference_codes = np.ascontiguousarray(codes.transpose(1, 0, 2), dtype=np.float32)
         self.__dict__.pop("_lof_cache", None)  # LOF's fitted part of the previous codes
-        self._offsets = {(self.score_method, self.contamination):
+        self._offsets = {(self._score_method, self.contamination):
                          self._percentile(self._score_rows(X))}
         return self
 
@@ -395,7 +400,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         """The codes of the kept training rows, (n_members, m, n_components_)."""
         if "_reference_codes" not in self.__dict__:
             raise ValueError("This model was pickled by an older version of skflowgen that kept "
-                             f"no training codes: score_method={self.score_method!r} needs a "
+                             f"no training codes: score_method={self._score_method!r} needs a "
                              "refit.")
         return torch.as_tensor(self._reference_codes, device=device)
 
@@ -412,7 +417,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         (all of them up to 2,048, else a random 2,048), at first use."""
         if "_offsets" not in self.__dict__:
             raise AttributeError(f"This {type(self).__name__} is not fitted: no offset_.")
-        key = (self.score_method, self.contamination)
+        key = (self._score_method, self.contamination)
         if key not in self._offsets:
             if "_offset_rows" not in self.__dict__:
                 raise ValueError("This model was pickled by an older version of skflowgen that "
@@ -444,6 +449,19 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         self.n_iter_ = 0
         self.loss_curve_ = []
         self.validation_scores_ = [] if self.early_stopping else None
+
+    def _auto_batch_size(self, n_rows):
+        """``batch_size='auto'`` for ``n_rows`` training rows: 10 or more steps an epoch on
+        tables, 32 or more with ``image_shape``."""
+        return auto_batch_size(n_rows, 10 if self.image_shape is None else 32)
+
+    @property
+    def _score_method(self):
+        """``score_method`` with ``'auto'`` resolved: ``'lof'`` for images, the estimator's
+        ``_table_score_method`` otherwise."""
+        if self.score_method != "auto":
+            return self.score_method
+        return "lof" if self.image_shape is not None else self._table_score_method
 
     @property
     def _scales_features(self):
@@ -577,7 +595,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         for name in self._module_names:
             getattr(self, name).train()
         perm = torch.randperm(len(x), generator=generator, device=x.device)
-        batch_size = self.batch_size if self.batch_size != "auto" else auto_batch_size(len(x))
+        batch_size = self.batch_size if self.batch_size != "auto" else self._auto_batch_size(len(x))
         lookahead = self._lookahead_rows(batch_size, len(x))
         totals = 0
         for start in range(0, len(x), batch_size):
@@ -760,7 +778,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         """:meth:`score_samples` of validated rows (array or tensor, in the data's units or,
         with ``data=False``, the networks'), by ``method`` (default: ``score_method``),
         streamed in the chunks that suit it."""
-        method = self.score_method if method is None else method
+        method = self._score_method if method is None else method
         return self._apply(self._scorer(self._device(), data, method), x,
                            SCORES[method].draws, data)
 

@@ -28,15 +28,18 @@ depends on its chunk), and returns each member's score (n_members, n), higher = 
   rank images by how simple they are (Nalisnick et al. 2019), and an unseen kind of image
   lands away from the training codes even where the flow's density is high. A training row
   kept for this counts among its own neighbours, as every row does whose code equals a kept
-  one. Choose it on images (``image_shape``), where the two likelihoods above rank simple
-  pictures as normal: on ``load_digits`` it ranked held-out digits best of the scores
-  measured (benchmarks/RESULTS.md, "Images").
+  one. On images, where the two likelihoods above rank simple pictures as normal, it ranked
+  held-out digits of ``load_digits`` well and held-out Fashion-MNIST classes below ``'lof'``
+  (benchmarks/RESULTS.md, "Images").
 - ``'lof'``: minus the local outlier factor of the inferred code among the same training
-  codes (Breunig et al. 2000; ``LocalOutlierFactor(novelty=True).score_samples`` on the
-  codes, 20 neighbours): the ratio of the code's local density to that of its neighbours,
-  so that a code in a sparse but known region is not flagged. About -1 for an inlier.
-  Choose it on images whose classes differ in how tightly they cluster; on Fashion-MNIST it
-  led the scores of GLF on several held-out classes (benchmarks/RESULTS.md, "Images").
+  codes (Breunig et al. 2000; ``LocalOutlierFactor(n_neighbors=5, novelty=True)
+  .score_samples`` on the codes): the mean ratio of the local densities of the code's
+  neighbours to its own, so that a code in a sparse but known region (a class whose images
+  vary more) is not flagged as a code in a sparse region of a dense class is. About -1 for
+  an inlier. The default on images (``score_method='auto'`` with ``image_shape``): of the
+  scores measured it ranked held-out classes best on both ``load_digits`` and
+  Fashion-MNIST, and the 5 neighbours of ``'knn'`` above 10 and 20 on both
+  (benchmarks/RESULTS.md, "Images").
 """
 
 import math
@@ -45,8 +48,7 @@ from typing import Callable, NamedTuple
 import torch
 
 N_IMPORTANCE_SAMPLES = 128
-N_NEIGHBORS = 5
-LOF_NEIGHBORS = 20
+N_NEIGHBORS = 5  # of the 'knn' and 'lof' scores
 _LOG_2PI = math.log(2 * math.pi)
 _DISTANCES_MEMORY = 16 * 2 ** 20  # bytes of distances held at once by the k-NN score
 
@@ -121,9 +123,9 @@ def _lof_reference(reference, k):
 
 def lof(model, x, mask, z, draws):
     """Minus the local outlier factor of ``z~`` among the kept training codes: the mean
-    ratio of its ``LOF_NEIGHBORS`` nearest codes' local reachability density to its own."""
+    ratio of its ``N_NEIGHBORS`` nearest codes' local reachability density to its own."""
     reference = model._reference_codes_tensor(z.device)
-    k = min(LOF_NEIGHBORS, reference.shape[1] - 1)
+    k = min(N_NEIGHBORS, reference.shape[1] - 1)
     k_distance, density = (torch.as_tensor(a, device=z.device) for a in lof_reference(model, k))
     distances, index = nearest(z, reference, k)
     flat = index.flatten(1)

@@ -83,7 +83,7 @@ def test_offset_of_another_score_comes_from_kept_training_rows(monkeypatch, blob
         model = CLASSES[est](max_iter=2, random_state=0, **TINY).fit(blob)
     assert model._offset_rows.shape == (50, blob.shape[1])
     assert {tuple(r) for r in model._offset_rows} <= {tuple(r) for r in blob.astype(np.float32)}
-    other = "joint" if model.score_method == "marginal" else "marginal"
+    other = "joint" if model._score_method == "marginal" else "marginal"
     model.set_params(score_method=other)
     expected = np.percentile(model.score_samples(model._offset_rows), 10)
     assert model.offset_ == pytest.approx(expected)
@@ -95,12 +95,13 @@ def test_a_pickle_with_a_single_offset_still_loads(fitted, blob, est):
     says what to do when asked for another."""
     model = fitted(est)
     state = model.__getstate__()
-    state["offset_"] = state.pop("_offsets")[model.score_method, model.contamination]
+    state["offset_"] = state.pop("_offsets")[model._score_method, model.contamination]
+    state["score_method"] = model._score_method  # older versions had no 'auto'
     del state["_offset_rows"]
     old = type(model).__new__(type(model))
     old.__setstate__(pickle.loads(pickle.dumps(state)))
     np.testing.assert_array_equal(old.predict(blob), model.predict(blob))
-    old.set_params(score_method="joint" if model.score_method == "marginal" else "marginal")
+    old.set_params(score_method="joint" if model._score_method == "marginal" else "marginal")
     with pytest.raises(ValueError, match="refit"):
         old.predict(blob)
 
@@ -145,14 +146,14 @@ def test_knn_score_is_the_knn_log_density_of_the_code_among_training_codes(monke
 @pytest.mark.parametrize("est", CLASSES)
 def test_lof_score_is_local_outlier_factor_of_the_code_among_training_codes(fitted, blob, est):
     """``score_method='lof'`` equals scikit-learn's ``LocalOutlierFactor(novelty=True,
-    n_neighbors=20).score_samples`` on the codes (each member's, averaged)."""
+    n_neighbors=5).score_samples`` on the codes (each member's, averaged)."""
     from sklearn.neighbors import LocalOutlierFactor
     model = fitted(est)
     d = model.n_components_
     members = model._reference_codes.shape[0]
     test = np.r_[blob[:7] + 0.5, blob[:3]]
     codes = model.transform(test)
-    expected = np.mean([LocalOutlierFactor(n_neighbors=20, novelty=True)
+    expected = np.mean([LocalOutlierFactor(n_neighbors=5, novelty=True)
                         .fit(model._reference_codes[m])
                         .score_samples(codes[:, m * d:(m + 1) * d]) for m in range(members)],
                        axis=0)
@@ -162,3 +163,41 @@ def test_lof_score_is_local_outlier_factor_of_the_code_among_training_codes(fitt
         np.testing.assert_allclose(model.score_samples(test), expected, rtol=1e-4)
     finally:
         model.set_params(score_method=method)
+
+
+@pytest.mark.parametrize("est, table_method", [("GLF", "joint"), ("LFP", "marginal")])
+def test_auto_score_is_lof_for_images_and_the_table_default_otherwise(digits01, blob, est,
+                                                                      table_method):
+    """``score_method='auto'`` (the default) ranks images by ``'lof'`` and table rows by the
+    estimator's table score, with the offset of the score it stands for."""
+    X = digits01[0][:300]
+    settings = dict(max_iter=1, n_components=4, random_state=0, device=DEVICE)
+    for model, data, method in [
+            (CLASSES[est](image_shape=(1, 8, 8), **settings), X, "lof"),
+            (CLASSES[est](**settings, **{k: v for k, v in TINY.items() if k != "device"}),
+             blob, table_method)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(data)
+        assert model.get_params()["score_method"] == "auto"
+        auto_scores, auto_offset = model.score_samples(data[:20]), model.offset_
+        model.set_params(score_method=method)
+        np.testing.assert_array_equal(model.score_samples(data[:20]), auto_scores)
+        assert model.offset_ == auto_offset
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_auto_batch_size_gives_images_more_steps_an_epoch(digits01, est):
+    """``batch_size='auto'``: 10 or more optimizer steps an epoch on tables, 32 or more with
+    ``image_shape`` (read from the optimizers' step counts after one epoch)."""
+    X = digits01[0][:640]
+    steps = {}
+    for image_shape in (None, (1, 8, 8)):
+        model = CLASSES[est](image_shape=image_shape, max_iter=1, n_components=4,
+                             random_state=0, device=DEVICE)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X)
+        steps[image_shape] = max(int(state["step"]) for optimizer, _ in model._optimizers
+                                 for state in optimizer.state.values())
+    assert 10 <= steps[None] < 32 <= steps[(1, 8, 8)]

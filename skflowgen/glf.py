@@ -17,8 +17,10 @@ from ._base import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, BaseLatentFlow,
 from .networks import make_decoder, make_encoder
 
 
+_TABLE_SCORE = "joint"  # what score_method='auto' means on tables
+
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
-    table_score_method="joint", support_fraction=1.0, n_estimators=5, covariance_type="diag",
+    table_score_method=_TABLE_SCORE, support_fraction=1.0, n_estimators=5, covariance_type="diag",
     covariance_type_evidence="GLF's default: one shared variance was a wash on the 18 ADBench "
     "sets\n        (benchmarks/RESULTS.md, \"Feature scaling and ensembles\").",
     score_method_evidence="On tables GLF's joint ranked the anomalies of the 18 ADBench "
@@ -121,7 +123,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
     _fit_state = ("_codes", "_group_rows")
     _allow_nan = True
 
-    _table_score_method = "joint"
+    _table_score_method = _TABLE_SCORE
 
     _parameter_constraints = {
         **BaseLatentFlow._parameter_constraints,

@@ -20,8 +20,10 @@ from .networks import make_decoder
 _CHAIN_ROWS = 1024
 
 
+_TABLE_SCORE = "marginal"  # what score_method='auto' means on tables
+
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
-    table_score_method="marginal", support_fraction=None, n_estimators=1, covariance_type="spherical",
+    table_score_method=_TABLE_SCORE, support_fraction=None, n_estimators=1, covariance_type="spherical",
     covariance_type_evidence="LFP's default: with feature scaling, one shared variance ranked "
     "the\n        anomalies of the 18 ADBench sets better (benchmarks/RESULTS.md, \"Feature "
     "scaling and\n        ensembles\"). Ignored with a float ``sigma``, which fixes one "
@@ -127,7 +129,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     _allow_nan = True
     _divergence_hint = " or step_size"
 
-    _table_score_method = "marginal"
+    _table_score_method = _TABLE_SCORE
 
     _parameter_constraints = {
         **BaseLatentFlow._parameter_constraints,

@@ -34,18 +34,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from adbench import DEFAULT_DETECTORS, detector  # noqa: E402
+from adbench import DEFAULT_DETECTORS, detector, split_spec  # noqa: E402
 
 OTHER_DETECTORS = [d for d in DEFAULT_DETECTORS if d not in ("glf", "lfp")]
 
 
 def factors_of(spec):
-    """``(model, {factor: level})`` of a detector spec; the score method is a factor too."""
-    name, _, bracket = spec.partition("[")
-    params = dict(item.split("=", 1) for item in filter(None, bracket.rstrip("]").split(",")))
-    base = detector(name)
+    """``(model, {factor: level})`` of a detector spec: its fit and scoring parameters, the
+    score method among them."""
+    name, fit_params, score_params = split_spec(spec)
+    base = detector(spec)
+    params = {k: str(v) for k, v in {**fit_params, **score_params}.items()}
     params.setdefault("score_method", base.params.get("score_method", "default"))
-    return base.fit_key, params
+    return base.fit_key.split("[")[0], params
 
 
 def read_rows(paths, seeds):

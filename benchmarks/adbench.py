@@ -127,20 +127,30 @@ DETECTORS = {
 SKFLOWGEN_KEYS = ("glf", "lfp")
 
 
+def split_spec(spec):
+    """``(name, fit parameters, scoring parameters)`` of a detector spec
+    ``name[fit parameters]{scoring parameters}``, each part optional."""
+    head, _, score = spec.partition("{")
+    name, _, bracket = head.partition("[")
+    if (bracket and not bracket.endswith("]")) or (score and not score.endswith("}")):
+        raise ValueError(f"malformed detector {spec!r}: name[fit params]{{scoring params}}")
+    return name, _common.parse_params(bracket[:-1]), _common.parse_params(score[:-1])
+
+
 def detector(spec):
     """The :class:`Detector` named by ``spec``: a name of ``DETECTORS``, optionally followed
-    by estimator parameters in brackets, ``glf-joint[max_iter=10,n_components=4]``. Bracketed
-    parameters are set before fitting and are part of the fit key, so ``glf[...]`` and
-    ``glf-joint[...]`` with the same brackets share one fit."""
-    name, _, bracket = spec.partition("[")
-    if name not in DETECTORS or (bracket and not bracket.endswith("]")):
+    by estimator parameters in brackets, ``glf-joint[max_iter=10,n_components=4]``, and by
+    parameters in braces set on the fitted estimator before scoring, ``lfp[...]{n_steps=2}``.
+    Bracketed parameters are set before fitting and are part of the fit key, so ``glf[...]``,
+    ``glf-joint[...]`` and ``glf[...]{...}`` with the same brackets share one fit."""
+    name, fit_params, score_params = split_spec(spec)
+    if name not in DETECTORS:
         raise ValueError(f"unknown detector {spec!r}; names: {', '.join(DETECTORS)}")
     base = DETECTORS[name]
-    if not bracket:
-        return base
-    params = _common.parse_params(bracket[:-1])
-    return Detector(f"{base.fit_key}[{bracket}", lambda seed: base.make(seed).set_params(**params),
-                    base.params, base.pyod)
+    bracket = spec.partition("{")[0][len(name):]
+    make = base.make if not fit_params else \
+        (lambda seed: base.make(seed).set_params(**fit_params))
+    return Detector(base.fit_key + bracket, make, {**base.params, **score_params}, base.pyod)
 
 
 def is_skflowgen(spec):

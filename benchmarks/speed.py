@@ -13,8 +13,9 @@ What it measures (all side by side in one run, by ``time.perf_counter``)
        The time is a whole ``fit`` divided by the epochs, so it includes each library's
        pass over the training rows after training (PyOD's ``decision_scores_``, skflowgen's
        ``offset_``). skflowgen models run exactly the requested epochs (no early stop).
-    2. ``score_samples`` throughput (rows per second) of GLF and LFP (both ``score_method``
-       values), PyOD AE and VAE (``decision_function``) and IsolationForest, fitted as above.
+    2. ``score_samples`` throughput (rows per second) of GLF and LFP (the default
+       ``score_method='auto'``, the joint and the marginal), PyOD AE and VAE
+       (``decision_function``) and IsolationForest, fitted as above.
     3. The cost of one Langevin step of LFP's inference against one plain forward + backward of
        ``log p(x, z)`` through the same networks (DESIGN.md section 6: the package's own limit).
     4. Peak memory: the growth of the resident memory during each model's fit and during its
@@ -29,7 +30,7 @@ What it measures (all side by side in one run, by ``time.perf_counter``)
 
 How to run
     python benchmarks/speed.py [--data-dir ../shared/data/adbench] [--datasets cardio synthetic]
-        [--epochs 20] [--lfp-epochs 5] [--batch-size 256] [--repeats 5] [--threads 1]
+        [--epochs 20] [--lfp-epochs 5] [--batch-size auto] [--repeats 5] [--threads 1]
         [--output benchmarks/RESULTS.md] [--section speed]
 
     Writes the ``speed`` section of ``--output`` (other sections are left alone).
@@ -56,6 +57,7 @@ from skflowgen._base import auto_batch_size  # noqa: E402
 
 SECTION = "speed"
 HIDDEN = (64, 64)
+PAPER_CHAINS = dict(chain_init="prior", n_steps=20, persistent_steps=None)
 
 
 # ---------------------------------------------------------------- data
@@ -162,8 +164,11 @@ class PlainTorchGLF:
 
 
 def make_models(X, d, epochs, lfp_epochs, batch_size, seed):
-    """``{name: (factory, epochs)}`` of the models whose fit is timed."""
+    """``{name: (factory, epochs)}`` of the models whose fit is timed (``batch_size='auto'``:
+    skflowgen's rule for ``X``'s rows, the same number for every model)."""
     common = dict(batch_size=batch_size, random_state=seed, device="cpu")
+    if batch_size == "auto":
+        batch_size = auto_batch_size(len(X))
     no_stop = lambda e: dict(max_iter=e, n_iter_no_change=e + 1)  # noqa: E731
 
     def pyod_ae():
@@ -190,10 +195,10 @@ def make_models(X, d, epochs, lfp_epochs, batch_size, seed):
         "plain torch GLF": (lambda: PlainTorchGLF(X, d, epochs, batch_size, seed), epochs),
         "LFP": (lambda: LangevinFlowPriorGenerator(d, hidden_layer_sizes=HIDDEN,
                                                    **no_stop(lfp_epochs), **common), lfp_epochs),
-        # the paper's training: fresh chains of n_steps for every batch
-        "LFP, fresh chains": (lambda: LangevinFlowPriorGenerator(
-            d, hidden_layer_sizes=HIDDEN, persistent_steps=None, **no_stop(lfp_epochs),
-            **common), lfp_epochs),
+        # the paper's inference: fresh chains of 20 steps from the prior for every batch
+        "LFP, the paper's chains": (lambda: LangevinFlowPriorGenerator(
+            d, hidden_layer_sizes=HIDDEN, **PAPER_CHAINS, **no_stop(lfp_epochs), **common),
+            lfp_epochs),
     }
 
 
@@ -224,9 +229,9 @@ def scorers(fitted, X):
     out = {}
     for name in ("GLF", "LFP"):
         model = fitted[name]
-        for method in ("joint", "marginal"):
-            out[f"{name} ({method})"] = (lambda m=model, k=method:
-                                         m.set_params(score_method=k).score_samples(X))
+        for method in ("auto", "joint", "marginal"):
+            label = f"{name} ({'default' if method == 'auto' else method})"
+            out[label] = (lambda m=model, k=method: m.set_params(score_method=k).score_samples(X))
     out["PyOD AE"] = lambda: -fitted["PyOD AE"].decision_function(X)
     out["PyOD VAE"] = lambda: -fitted["PyOD VAE"].decision_function(X)
     out["IsolationForest"] = lambda: fitted["IsolationForest"].score_samples(X)
@@ -246,7 +251,8 @@ def time_scoring(score_fns, n_rows, repeats):
 
 def time_langevin_step(lfp, X, repeats, batch_size):
     """Seconds per step of LFP's Langevin inference and of one plain forward + backward of
-    ``log p(x, z)`` (gradient to z only) on one batch; the ratio is the loop's overhead."""
+    ``log p(x, z)`` (gradient to z only) on one batch of ``batch_size`` rows; the ratio is
+    the loop's overhead."""
     x = torch.as_tensor(X[:batch_size], dtype=torch.float32)
     z0 = torch.zeros(1, len(x), lfp.n_components_)
     n_steps = lfp.n_steps
@@ -302,6 +308,8 @@ def memory_rows(dataset, label, names, args):
 def run(args, header):
     """All measurements on every dataset; returns Markdown lines and prints as it goes."""
     fit_rows, score_rows, step_rows, memory, ratios = [], [], [], [], []
+    batch_text = ("`batch_size='auto'`'s, `min(256, max(16, n // 10))` rows (cardio: 183), "
+                  if args.batch_size == "auto" else str(args.batch_size))
     fit_names = score_names = None
     for dataset in args.datasets:
         label, X = load(dataset, args.data_dir)
@@ -320,7 +328,7 @@ def run(args, header):
                          f"{per_epoch['GLF'] / per_epoch['plain torch GLF']:.2f}",
                          f"{per_epoch['plain torch GLF'] / ae:.2f}",
                          f"{per_epoch['LFP'] / ae:.1f}",
-                         f"{per_epoch['LFP, fresh chains'] / ae:.1f}"])
+                         f"{per_epoch[\"LFP, the paper's chains\"] / ae:.1f}"])
         ratios.append((label, per_epoch["GLF"] / ae))
         print(f"{label}: ms/epoch " + ", ".join(f"{n} {per_epoch[n] * 1e3:.1f}"
                                                 for n in fit_names), flush=True)
@@ -328,11 +336,15 @@ def run(args, header):
         rates = time_scoring(scorers(fitted, X), len(X), args.repeats)
         score_names = list(rates)
         score_rows.append([label, *(f"{rates[n]:,.0f}" for n in score_names),
-                           f"{rates['GLF (joint)'] / rates['PyOD AE']:.2f}"])
+                           f"**{rates['LFP (default)'] / rates['PyOD AE']:.3f}**",
+                           f"{rates['GLF (default)'] / rates['PyOD AE']:.2f}",
+                           f"{rates['IsolationForest'] / rates['PyOD AE']:.2f}"])
         print(f"{label}: rows/s " + ", ".join(f"{n} {r:,.0f}" for n, r in rates.items()),
               flush=True)
 
-        step = time_langevin_step(fitted["LFP"], X, args.repeats, args.batch_size)
+        step = time_langevin_step(fitted["LFP"], X, args.repeats,
+                                  auto_batch_size(len(X)) if args.batch_size == "auto"
+                                  else args.batch_size)
         step_rows.append([label, f"{step['Langevin step'] * 1e3:.2f}",
                           f"{step['plain forward+backward'] * 1e3:.2f}",
                           f"{step['Langevin step'] / step['plain forward+backward']:.2f}"])
@@ -342,9 +354,10 @@ def run(args, header):
     fit_table = (["data", *(f"{n} ms/epoch" for n in fit_names), "GLF / PyOD AE",
                   "GLF, one member / PyOD AE", "GLF / PyOD VAE", "GLF / plain torch GLF",
                   "plain torch GLF / PyOD AE",
-                  "LFP / PyOD AE", "LFP, fresh chains / PyOD AE"], fit_rows)
+                  "LFP / PyOD AE", "LFP, the paper's chains / PyOD AE"], fit_rows)
     score_table = (["data", *(f"{n} rows/s" for n in score_names),
-                    "GLF (joint) / PyOD AE"], score_rows)
+                    "LFP (default) / PyOD AE", "GLF (default) / PyOD AE",
+                    "IsolationForest / PyOD AE"], score_rows)
     step_table = (["data", "Langevin step ms", "plain forward+backward ms", "ratio"], step_rows)
     memory_table = (["data", "model", "fit MiB", "scoring MiB"], memory)
     for table in (fit_table, score_table, step_table, memory_table):
@@ -353,7 +366,7 @@ def run(args, header):
         "## Speed" + ("" if args.section == SECTION else f", batch {args.batch_size}"), "",
         *header, "",
         f"Medians of {args.repeats} interleaved repeats (the models take turns within a repeat); "
-        f"ratios of medians, below 1 = the first is faster. Batch size {args.batch_size} for every "
+        f"ratios of medians, below 1 = the first is faster. Batch size {batch_text} for every "
         f"model; {args.epochs} epochs ({args.lfp_epochs} for LFP, whose every step runs "
         "`n_steps` Langevin steps); latent d = min(20, features // 2) and hidden widths "
         f"{HIDDEN} for every model (PyOD AE: `hidden_neuron_list=[64, 64, d]` with its default "
@@ -363,20 +376,28 @@ def run(args, header):
         "`score_method`). GLF is the default ensemble of five members, its flow stepping once "
         "per group of batches of about `batch_size='auto'`'s rows, `min(256, n // 10)` (cardio: "
         "five batches of 32; one batch when the batch is larger); `GLF, one member` sets "
-        "`n_estimators=1`; LFP trains with its default persistent chains, `LFP, fresh "
-        "chains` with `persistent_steps=None` (the paper). PyOD drops the last incomplete "
+        "`n_estimators=1`; LFP at its defaults, `LFP, the paper's chains` with "
+        f"`{', '.join(f'{k}={v!r}' for k, v in PAPER_CHAINS.items())}` (a fresh chain "
+        "of 20 steps from the prior for every batch and every inference). Scoring: "
+        "`(default)` is each estimator's `score_method='auto'` (on tables GLF "
+        f"{GenerativeLatentFlow()._score_method!r}, LFP "
+        f"{LangevinFlowPriorGenerator()._score_method!r}). PyOD drops the last incomplete "
         "batch of each epoch (`drop_last=True`); skflowgen trains on it.", "",
         "### Fit time per epoch", "", _common.markdown_table(*fit_table), "",
         "### `score_samples` throughput (PyOD: `decision_function`)", "",
         _common.markdown_table(*score_table), "",
         f"### LFP: one Langevin step against one plain forward + backward (batch "
-        f"{args.batch_size})", "", _common.markdown_table(*step_table), "",
+        f"{batch_text.split(',')[0]})", "", _common.markdown_table(*step_table), "",
         "### Peak resident memory growth, fit and scoring of the same rows", "",
         "Each model in a fresh process, after an untimed one-epoch fit of the same model on 512 "
         "rows (imports and lazy initialisation not counted). Scoring: `score_samples` with each "
-        "estimator's default `score_method` (GLF joint, LFP marginal), PyOD's "
-        "`decision_function`; the plain torch loops do not score.", "", _common.markdown_table(*memory_table),
+        "estimator's default `score_method`, PyOD's `decision_function`; the plain torch "
+        "loops do not score.", "", _common.markdown_table(*memory_table),
     ], ratios
+
+
+def _batch_size(text):
+    return text if text == "auto" else int(text)
 
 
 def parse_args(argv=None):
@@ -387,7 +408,9 @@ def parse_args(argv=None):
                         help="ADBench dataset names and/or 'synthetic'")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lfp-epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=_batch_size, default="auto",
+                        help="rows per training batch for every model, or 'auto' (default): "
+                             "skflowgen's batch_size='auto', min(256, n // 10), for every model")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads for every model (default 1)")

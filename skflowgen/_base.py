@@ -27,7 +27,7 @@ from .scores import SCORES
 
 _STATE_FORMAT = 2
 _EVAL_MEMORY = 64 * 2 ** 20  # bytes of activations per evaluation chunk
-_DRAWS_MEMORY = 16 * 2 ** 20  # bytes of the importance draws' working set per chunk
+_DRAWS_MEMORY = 4 * 2 ** 20  # bytes of the importance draws' working set per block of rows
 _MAX_ROLLBACKS = 3
 _OFFSET_ROWS = 2048  # training rows kept to set offset_ for another score_method
 _REFERENCE_ROWS = 10_000  # training rows whose codes the k-NN score compares a code with
@@ -65,6 +65,11 @@ COMMON_PARAMETERS_DOC = """\
         :meth:`score` (model selection) uses the marginal whatever this says, and
         ``offset_`` follows this after ``set_params``.
         %(score_method_evidence)s
+    n_importance_samples : int, default=%(n_importance_samples)r
+        Importance draws per row of the ``'marginal'`` score and of :meth:`score`:
+        ``log p(x)`` is the log of the mean of ``p(x, z_i) / q(z_i)`` over them. Its
+        cost grows with the draws (a decoder and flow pass each) and its variance
+        shrinks. %(n_importance_samples_evidence)s
     contamination : float in (0, 0.5], default=0.1
         Expected fraction of outliers in the training set; sets ``offset_`` and,
         with ``support_fraction=None``, which rows each training step learns from.
@@ -218,7 +223,8 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
     _module_names = ()
 
     def __init__(self, n_components, *, hidden_layer_sizes, n_flow_blocks, image_shape,
-                 feature_scaling, covariance_type, score_method, contamination, support_fraction, n_estimators,
+                 feature_scaling, covariance_type, score_method, n_importance_samples, contamination,
+                 support_fraction, n_estimators,
                  max_iter, batch_size, learning_rate_init, tol, n_iter_no_change, early_stopping, validation_fraction,
                  warm_start, verbose, random_state, device):
         self.n_components = n_components
@@ -228,6 +234,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         self.feature_scaling = feature_scaling
         self.covariance_type = covariance_type
         self.score_method = score_method
+        self.n_importance_samples = n_importance_samples
         self.contamination = contamination
         self.support_fraction = support_fraction
         self.n_estimators = n_estimators
@@ -250,6 +257,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         "image_shape": ["array-like", None],
         "feature_scaling": [StrOptions({"robust", "standard"}), None],
         "score_method": [StrOptions({"auto", *SCORES})],
+        "n_importance_samples": [Interval(numbers.Integral, 1, None, closed="left")],
         "covariance_type": [StrOptions({"diag", "spherical"})],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "support_fraction": [Interval(numbers.Real, 0, 1, closed="right"), None],
@@ -312,10 +320,10 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
     def _chunk_size(self, draws=0):
         """Rows per chunk of every streamed evaluation, sized by memory rather than by the
         training batch: a Langevin step keeps every activation of a row and its gradient
-        (``_EVAL_MEMORY`` bytes in all); a score's ``draws`` importance draws per row,
-        computed without a graph, hold about two layer outputs of each draw at a time
-        (``_DRAWS_MEMORY``: larger working sets measured slower on a CPU). A power of two
-        from 16 to 65,536."""
+        (``_EVAL_MEMORY`` bytes in all); with ``draws``, rows per block of a chunk whose
+        ``draws`` importance draws per row, computed without a graph, hold about two layer
+        outputs of each draw at a time (``_DRAWS_MEMORY``: larger working sets measured
+        slower on a CPU). A power of two from 16 to 65,536."""
         total, widest = self._row_activations
         rows = _EVAL_MEMORY // (4 * 2 * total)
         if draws:
@@ -764,9 +772,10 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         ``data``."""
         score = SCORES[method]
         draws = None
-        if score.draws:
+        if score.importance:
             generator = torch_generator(self._inference_seed, "cpu")  # same draws on any device
-            draws = torch.randn(score.draws, self.n_components_, generator=generator).to(device)
+            draws = torch.randn(self.n_importance_samples, self.n_components_,
+                                generator=generator).to(device)
 
         def fn(xb):
             xb, mask = self._observed(xb)
@@ -779,14 +788,13 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         with ``data=False``, the networks'), by ``method`` (default: ``score_method``),
         streamed in the chunks that suit it."""
         method = self._score_method if method is None else method
-        return self._apply(self._scorer(self._device(), data, method), x,
-                           SCORES[method].draws, data)
+        return self._apply(self._scorer(self._device(), data, method), x, data=data)
 
-    def _stream(self, fn, x, draws=0, data=False):
+    def _stream(self, fn, x, data=False):
         """Yield ``(start, fn(chunk))`` for each chunk of ``x`` (array or tensor), computed on
         the model's device without parameter gradients, in chunks of :meth:`_chunk_size`
-        rows (``draws``: importance draws per row that ``fn`` evaluates; ``data``: ``x`` holds
-        rows in the data's units, which ``fn`` gets in the networks' units).
+        rows (``data``: ``x`` holds rows in the data's units, which ``fn`` gets in the networks'
+        units).
 
         A short last chunk is padded to a multiple of 16 rows: a row's result then does not
         depend on the other rows of the call (matrix products of fewer than about 12 rows
@@ -796,7 +804,7 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
         full chunk size instead: one shape for every call.
         """
         device = self._device()
-        size = self._chunk_size(draws)
+        size = self._chunk_size()
         multiple = size if device.type == "cuda" else 16
         for start in range(0, len(x), size):
             chunk = x[start:start + size]
@@ -810,10 +818,10 @@ class BaseLatentFlow(ClassNamePrefixFeaturesOutMixin, TransformerMixin, OutlierM
             with torch.no_grad():
                 yield start, fn(chunk)[:n]
 
-    def _apply(self, fn, X, draws=0, data=False):
+    def _apply(self, fn, X, data=False):
         """:meth:`_stream` into one preallocated float64 array: memory stays flat in rows."""
         out = None
-        for start, result in self._stream(fn, X, draws, data):
+        for start, result in self._stream(fn, X, data):
             result = result.cpu().numpy()
             if out is None:
                 out = np.empty((len(X), *result.shape[1:]), dtype=np.float64)

@@ -20,6 +20,7 @@ from .networks import make_decoder, make_encoder
 _TABLE_SCORE = "joint"  # what score_method='auto' means on tables
 
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
+    n_importance_samples=128, n_importance_samples_evidence="",
     table_score_method=_TABLE_SCORE, support_fraction=1.0, n_estimators=5, covariance_type="diag",
     covariance_type_evidence="GLF's default: one shared variance was a wash on the 18 ADBench "
     "sets\n        (benchmarks/RESULTS.md, \"Feature scaling and ensembles\").",
@@ -134,7 +135,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=4,
                  image_shape=None, reconstruction="mse", stop_gradient=True, beta=1.0,
-                 feature_scaling="robust", covariance_type="diag", score_method="auto",
+                 feature_scaling="robust", covariance_type="diag", score_method="auto", n_importance_samples=128,
                  contamination=0.1, support_fraction=1.0, n_estimators=5, max_iter=10,
                  batch_size="auto",
                  learning_rate_init=1e-3, tol=None, n_iter_no_change=10, early_stopping=False,
@@ -144,7 +145,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
             n_components, hidden_layer_sizes=hidden_layer_sizes,
             n_flow_blocks=n_flow_blocks, image_shape=image_shape,
             feature_scaling=feature_scaling, covariance_type=covariance_type,
-            score_method=score_method,
+            score_method=score_method, n_importance_samples=n_importance_samples,
             contamination=contamination, support_fraction=support_fraction,
             n_estimators=n_estimators, max_iter=max_iter, batch_size=batch_size,
             learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,

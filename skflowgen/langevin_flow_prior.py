@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, BaseLatentFlow, adam
 from .langevin import langevin
-from .networks import make_decoder
+from .networks import make_decoder, make_encoder
 
 # Persistent chains advance this many training rows at a time: on a CPU core one Langevin step
 # of 1,024 rows cost 1.5 times one of 256 rows and 2.6 times one of 32 (small steps are
@@ -23,6 +23,7 @@ _CHAIN_ROWS = 1024
 _TABLE_SCORE = "marginal"  # what score_method='auto' means on tables
 
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
+    n_importance_samples=128, n_importance_samples_evidence="",
     table_score_method=_TABLE_SCORE, support_fraction=None, n_estimators=1, covariance_type="spherical",
     covariance_type_evidence="LFP's default: with feature scaling, one shared variance ranked "
     "the\n        anomalies of the 18 ADBench sets better (benchmarks/RESULTS.md, \"Feature "
@@ -124,7 +125,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     (3,)
     """
 
-    _module_names = ("generator_", "flow_", "noise_")
+    _module_names = ("generator_", "flow_", "noise_", "encoder_")
     _fit_state = ("_chains", "_chain_steps")
     _allow_nan = True
     _divergence_hint = " or step_size"
@@ -136,12 +137,15 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         "sigma": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "step_size": [Interval(numbers.Real, 0, None, closed="neither")],
         "n_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "inference_steps": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "persistent_steps": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "chain_init": [StrOptions({"encoder", "prior"})],
     }
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=5,
-                 image_shape=None, sigma="auto", step_size=1.0, n_steps=20, persistent_steps=5,
-                 feature_scaling="robust", covariance_type="spherical", score_method="auto",
+                 image_shape=None, sigma="auto", step_size=1.0, n_steps=10, persistent_steps=5,
+                 inference_steps=2, chain_init="encoder",
+                 feature_scaling="robust", covariance_type="spherical", score_method="auto", n_importance_samples=8,
                  contamination=0.1, support_fraction=None, n_estimators=1, max_iter=10,
                  batch_size="auto",
                  learning_rate_init=4e-4, tol=None, n_iter_no_change=10, early_stopping=False,
@@ -151,7 +155,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
             n_components, hidden_layer_sizes=hidden_layer_sizes,
             n_flow_blocks=n_flow_blocks, image_shape=image_shape,
             feature_scaling=feature_scaling, covariance_type=covariance_type,
-            score_method=score_method,
+            score_method=score_method, n_importance_samples=n_importance_samples,
             contamination=contamination, support_fraction=support_fraction,
             n_estimators=n_estimators, max_iter=max_iter, batch_size=batch_size,
             learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,
@@ -161,6 +165,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         self.step_size = step_size
         self.n_steps = n_steps
         self.persistent_steps = persistent_steps
+        self.inference_steps = inference_steps
+        self.chain_init = chain_init
 
     @property
     def _fits_noise(self):
@@ -173,35 +179,56 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         super()._build_modules(generator)
         self.generator_ = make_decoder(self._n_members, self.n_components_, self.n_features_in_,
                                        self._hidden_sizes, self.image_shape, generator)
+        self.encoder_ = make_encoder(self._n_members, self.n_features_in_, self.n_components_,
+                                     self._hidden_sizes, self.image_shape, generator)
 
     def _make_optimizers(self):
         optimizers = [adam(net.parameters(), lr=self.learning_rate_init, betas=(0.5, 0.999))
-                      for net in (self.generator_, self.flow_)]
+                      for net in (self.generator_, self.flow_, self.encoder_)]
         return [(opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.998))
                 for opt in optimizers]
 
     def _infer_latent(self, x, mask, z=None, noise=None, n_steps=None):
-        """``n_steps`` (default: the parameter's) steps of Langevin dynamics on
-        ``log p(x, z)``; from 0 and noise-free by default.
+        """``n_steps`` (default: ``inference_steps``) steps of Langevin dynamics on
+        ``log p(x, z)``; from ``_chain_start`` and noise-free by default.
         No step drifts a latent by more than ten times the prior's radius (``flow_.radius()``,
         ``sqrt(d)`` for ``N(0, I)``): a healthy chain never comes near it, one that runs away
         along a stiff direction stays finite. The radius follows the prior, as latents may
         spread far beyond ``N(0, I)`` as training goes on. Latents are
         (n_members, n, n_components_), each member on its own posterior."""
         if z is None:
-            z = x.new_zeros(self._n_members, len(x), self.n_components_)
+            z = self._chain_start(x, mask)
         return langevin(lambda z: self._log_joint(x, mask, z), z,
-                        self.n_steps if n_steps is None else n_steps,
+                        self._inference_steps if n_steps is None else n_steps,
                         self.step_size * self._posterior_scale(), noise,
                         max_drift=10 * self.flow_.radius().detach())
 
+    @property
+    def _inference_steps(self):
+        return self.n_steps if self.inference_steps is None else self.inference_steps
+
+    def _chain_start(self, x, mask):
+        """Where a chain starts: the encoder's proposal ``q(x)`` (missing entries at 0, the
+        training median with feature scaling), or the prior's mode 0 (``chain_init``)."""
+        if self.chain_init == "encoder":
+            return self.encoder_(x if mask is None else torch.where(mask, x, 0.0)).detach()
+        return x.new_zeros(self._n_members, len(x), self.n_components_)
+
+    def _training_start(self, x, mask, generator):
+        """Where a training chain starts: the encoder's proposal, or a prior draw
+        ``N(0, I)`` (the paper)."""
+        if self.chain_init == "encoder":
+            return self._chain_start(x, mask)
+        return torch.randn((self._n_members, len(x), self.n_components_), generator=generator,
+                           device=x.device)
+
     def _train(self, x_train, x_val, generator):
         """With ``persistent_steps``, one chain per member and training row lives for the
-        fit; the first epoch starts them from ``N(0, I)`` with ``n_steps`` steps."""
-        self._chains = None if self.persistent_steps is None else torch.randn(
-            (self._n_members, len(x_train), self.n_components_), generator=generator,
-            device=x_train.device)
-        self._chain_steps = self.n_steps
+        fit: its first visit starts it (``_training_start``) and runs ``n_steps``, later
+        visits resume it for ``persistent_steps``."""
+        self._chains = None if self.persistent_steps is None else x_train.new_zeros(
+            (self._n_members, len(x_train), self.n_components_))
+        self._chain_steps = None  # the first visit
         super()._train(x_train, x_val, generator)
 
     def _load_state(self, state):
@@ -214,8 +241,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
     def _end_epoch(self, stats):
         super()._end_epoch(stats)
-        if self.persistent_steps is not None:
-            self._chain_steps = self.persistent_steps
+        self._chain_steps = self.persistent_steps
 
     def _lookahead_rows(self, batch_size, n_rows):
         """Persistent chains advance ``_CHAIN_ROWS`` rows at a time (fewer where the memory
@@ -226,28 +252,31 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
 
     def _prepare_rows(self, x, rows, generator):
         """Each row's chain resumes where its last visit left it (the first epoch: from
-        ``N(0, I)``), for the upcoming batches at once."""
+        its start), for the upcoming batches at once."""
         chains = getattr(self, "_chains", None)
         if chains is None:
             return
-        noise = torch.randn((self._chain_steps, self._n_members, len(rows), self.n_components_),
+        x_rows, mask = self._observed(x[rows])
+        first = self._chain_steps is None
+        steps = self.n_steps if first else self._chain_steps
+        noise = torch.randn((steps, self._n_members, len(rows), self.n_components_),
                             generator=generator, device=x.device)
-        chains[:, rows] = self._infer_latent(*self._observed(x[rows]), chains[:, rows], noise,
-                                             self._chain_steps)
+        start = self._training_start(x_rows, mask, generator) if first else chains[:, rows]
+        chains[:, rows] = self._infer_latent(x_rows, mask, start, noise, steps)
 
     def _train_step(self, x, mask, generator, rows=None):
         chains = getattr(self, "_chains", None)
-        if chains is None:  # the paper: a fresh short-run chain from N(0, I)
-            shape = (self._n_members, len(x), self.n_components_)
-            z0 = torch.randn(shape, generator=generator, device=x.device)
-            noise = torch.randn((self.n_steps, *shape), generator=generator, device=x.device)
-            z = self._infer_latent(x, mask, z0, noise)  # short-run posterior sample z~
+        if chains is None:  # the paper: a fresh short-run chain for every batch
+            z0 = self._training_start(x, mask, generator)
+            noise = torch.randn((self.n_steps, *z0.shape), generator=generator, device=x.device)
+            z = self._infer_latent(x, mask, z0, noise, self.n_steps)  # short-run sample z~
         else:  # advanced by _prepare_rows
             z = chains[:, rows]
         x_hat = self.generator_(z)
         log_likelihood = self._log_likelihood(x, x_hat, mask)          # trains g
         log_prior = self.flow_.log_prob(z)                               # trains the flow
-        loss = self._optimize(-(log_likelihood + log_prior))
+        code_error = (self.encoder_(x) - z).square().sum(dim=-1)         # trains the encoder
+        loss = self._optimize(-(log_likelihood + log_prior), code_error)
         return torch.cat([loss[None], self._residual_stats(x, x_hat.detach(), mask)])
 
     def _decode(self, z):

@@ -47,7 +47,6 @@ from typing import Callable, NamedTuple
 
 import torch
 
-N_IMPORTANCE_SAMPLES = 128
 N_NEIGHBORS = 5  # of the 'knn' and 'lof' scores
 _LOG_2PI = math.log(2 * math.pi)
 _DISTANCES_MEMORY = 16 * 2 ** 20  # bytes of distances held at once by the k-NN score
@@ -60,15 +59,25 @@ def joint(model, x, mask, z, draws):
 
 def marginal(model, x, mask, z, draws):
     """Importance-sampled ``log p(x)`` with proposal ``N(z~, tau^2 I)``, one draw of
-    ``draws`` (m, d) per importance sample."""
+    ``draws`` (m, d) per importance sample. The rows go through in blocks of
+    ``model._chunk_size(m)`` rows, a power of two (a whole chunk keeps the latents'
+    inference at its own, larger size): within a chunk of a multiple of 16 rows, every block
+    has 16 rows or more, so that a row's score does not depend on its block."""
     tau = model._posterior_scale()
     members, n, d = z.shape
     m = len(draws)
-    zs = (z[:, :, None, :] + tau[..., None] * draws).reshape(members, n * m, d)
-    rep = (lambda t: None if t is None else t.repeat_interleave(m, dim=0))
-    log_joint = model._log_joint(rep(x), rep(mask), zs).view(members, n, m)
     log_q = -0.5 * draws.square().sum(dim=-1) - d * (torch.log(tau) + 0.5 * _LOG_2PI)
-    return torch.logsumexp(log_joint - log_q, dim=-1) - math.log(m)
+    rep = (lambda t: None if t is None else t.repeat_interleave(m, dim=0))
+    block = model._chunk_size(m)
+    scores = []
+    for start in range(0, n, block):
+        rows = slice(start, start + block)
+        zb = z[:, rows]
+        zs = (zb[:, :, None, :] + tau[..., None] * draws).flatten(1, 2)
+        log_joint = model._log_joint(rep(x[rows]), rep(None if mask is None else mask[rows]),
+                                     zs).view(members, -1, m)
+        scores.append(torch.logsumexp(log_joint - log_q, dim=-1) - math.log(m))
+    return torch.cat(scores, dim=1)
 
 
 def nearest(z, reference, k):
@@ -137,15 +146,15 @@ def lof(model, x, mask, z, draws):
 class Score(NamedTuple):
     """A score function with what its evaluation needs: ``density`` (a log-density of x,
     which gets the log-Jacobian of the feature scaling to be in the data's units) and
-    ``draws`` (importance draws per row, which size the evaluation chunks)."""
+    ``importance`` (it takes the model's ``n_importance_samples`` draws per row)."""
     function: Callable
     density: bool
-    draws: int = 0
+    importance: bool = False
 
 
 SCORES = {
     "joint": Score(joint, density=True),
-    "marginal": Score(marginal, density=True, draws=N_IMPORTANCE_SAMPLES),
+    "marginal": Score(marginal, density=True, importance=True),
     "knn": Score(knn, density=False),
     "lof": Score(lof, density=False),
 }

@@ -1,5 +1,6 @@
 """LangevinFlowPriorGenerator behaviour: missing values, inference, noise model, model selection."""
 
+import pickle
 import warnings
 
 import numpy as np
@@ -122,26 +123,46 @@ def test_a_constant_training_feature_keeps_fit_and_scores_finite(digits01):
         assert (lit < normal).all()
 
 
-def test_persistent_chains_resume_with_fewer_steps(monkeypatch, blob):
-    """Training chains: n_steps from N(0, I) in the first epoch, then persistent_steps from
-    each row's previous latent, advanced for whole batches of the epoch's rows at a time
-    (``_CHAIN_ROWS``); inference keeps n_steps, and no chain outlives the fit."""
+def _record_chains(monkeypatch, noisy):
+    """Record ``(n_steps, start, end)`` of every Langevin run, training chains (noisy) or
+    inference (noise-free)."""
     import skflowgen.langevin_flow_prior as lfp_module
-    calls = []  # (n_steps, starting latents, final latents) of each training chain
+    calls = []
 
     def recording(log_density, z, n_steps, step_size, noise=None, max_drift=None):
         out = langevin(log_density, z, n_steps, step_size, noise, max_drift)
-        if noise is not None:
+        if (noise is not None) == noisy:
             calls.append((n_steps, z.clone(), out.clone()))
         return out
     monkeypatch.setattr(lfp_module, "langevin", recording)
+    return calls
+
+
+@pytest.mark.parametrize("chain_init", ["encoder", "prior"])
+def test_persistent_chains_start_once_then_resume_with_fewer_steps(monkeypatch, blob,
+                                                                   chain_init):
+    """Training chains: a row's first visit starts its chain (``_training_start``: the
+    encoder's proposal, or a prior draw) and runs n_steps, later visits resume from the
+    row's previous latent for persistent_steps, advanced for whole batches of the epoch's
+    rows at a time (``_CHAIN_ROWS``); inference keeps n_steps, and no chain outlives the fit."""
+    import skflowgen.langevin_flow_prior as lfp_module
+    calls = _record_chains(monkeypatch, noisy=True)
     monkeypatch.setattr(lfp_module, "_CHAIN_ROWS", 40)  # two batches of 16 (not three)
+    starts = []
+    training_start = LangevinFlowPriorGenerator._training_start
+    monkeypatch.setattr(LangevinFlowPriorGenerator, "_training_start",
+                        lambda self, x, mask, g: starts.append(training_start(self, x, mask, g))
+                        or starts[-1])
     X = blob[:80]
     model = LangevinFlowPriorGenerator(n_steps=6, persistent_steps=2, max_iter=3,
-                                       random_state=0, **{**TINY, "batch_size": 16})
+                                       chain_init=chain_init, random_state=0,
+                                       **{**TINY, "batch_size": 16})
     model.fit(X)
     assert [n for n, _, _ in calls] == [6] * 3 + [2] * 6
     assert [len(z[0]) for _, z, _ in calls] == [32, 32, 16] * 3
+    assert len(starts) == 3  # started in the first epoch only, from _training_start
+    for (_, start, _), expected in zip(calls, starts):
+        torch.testing.assert_close(start, expected, rtol=0, atol=0)
     # the second epoch's chains start where the first epoch's ended (rows reordered by the
     # shuffle, so compare as sets of rows)
     rows = (lambda latents: {tuple(r) for z in latents for r in np.round(z[0].cpu().numpy(), 5)})
@@ -151,3 +172,51 @@ def test_persistent_chains_resume_with_fewer_steps(monkeypatch, blob):
     model.transform(X)
     assert calls == []  # inference is noise-free and keeps n_steps
 
+
+
+@pytest.mark.parametrize("chain_init, inference_steps", [("encoder", 3), ("prior", None)])
+def test_chain_init_sets_where_inference_starts(monkeypatch, fitted, blob, chain_init,
+                                                inference_steps):
+    """``transform``, ``score_samples`` and ``impute`` ascend from the encoder's proposal
+    ``encoder_(x)`` or from the prior's mode 0, as ``chain_init`` says, also when it is
+    changed on a fitted model (the encoder is trained either way), for ``inference_steps``
+    steps (None: ``n_steps``)."""
+    calls = _record_chains(monkeypatch, noisy=False)
+    model = pickle.loads(pickle.dumps(fitted)).set_params(chain_init=chain_init,
+                                                          inference_steps=inference_steps)
+    X = blob[:32]
+    model.transform(X)
+    (n_steps, start, end), = calls
+    assert n_steps == (model.n_steps if inference_steps is None else inference_steps)
+    x = model._to_model(torch.as_tensor(X, dtype=torch.float32))
+    expected = model.encoder_(x) if chain_init == "encoder" else torch.zeros_like(start)
+    torch.testing.assert_close(start, expected.detach())
+    np.testing.assert_allclose(model.transform(X), end[0].numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_encoder_is_fitted_to_the_chain_endpoints(monkeypatch, blob):
+    """The encoder regresses the training chains' latents: after the fit its proposal for
+    a row lies closer to the row's last training latent than the mean latent does (the
+    best constant guess)."""
+    calls = _record_chains(monkeypatch, noisy=True)
+    rows = []  # each training chain's rows, in the networks' units
+    training_start = LangevinFlowPriorGenerator._training_start
+    monkeypatch.setattr(LangevinFlowPriorGenerator, "_training_start",
+                        lambda self, x, mask, g: rows.append(x) or training_start(self, x, mask, g))
+    model = LangevinFlowPriorGenerator(max_iter=20, persistent_steps=None, random_state=0,
+                                       learning_rate_init=0.01, **{**TINY, "batch_size": 20})
+    model.fit(blob)
+    x = torch.cat(rows[-10:])  # the last epoch: ten batches, every row once
+    latents = torch.cat([end for _, _, end in calls[-10:]], dim=1)
+    with torch.no_grad():
+        error = (model.encoder_(x) - latents).square().sum(dim=-1).mean()
+    assert error < (latents - latents.mean(dim=1, keepdim=True)).square().sum(dim=-1).mean()
+
+
+def test_more_importance_samples_raise_the_marginal_estimate(fitted, blob):
+    """``n_importance_samples`` draws average inside the log: by Jensen's inequality the
+    estimate of ``log p(x)`` is biased low and rises towards it with more draws."""
+    model = pickle.loads(pickle.dumps(fitted))
+    few = model.set_params(n_importance_samples=2).score(blob)
+    many = model.set_params(n_importance_samples=256).score(blob)
+    assert many > few

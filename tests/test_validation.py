@@ -168,6 +168,9 @@ BAD_PARAMS = [
     (("LFP",), {"sigma": 0}, "sigma", X),
     (("LFP",), {"sigma": "fit"}, "sigma", X),
     (("LFP",), {"n_steps": 0}, "n_steps", X),
+    (("LFP",), {"inference_steps": 0}, "inference_steps", X),
+    (("LFP",), {"chain_init": "zeros"}, "chain_init", X),
+    (("GLF", "LFP"), {"n_importance_samples": 0}, "n_importance_samples", X),
     (("GLF",), {"reconstruction": "bce"}, "bce", X),                # X outside [0, 1]
     (("GLF",), {"reconstruction": "bce"}, "bce", np.vstack([X01, X01 + 0.5])),
     (("GLF",), {"reconstruction": "l1"}, "reconstruction", X),

@@ -174,20 +174,20 @@ def test_persistent_chains_start_once_then_resume_with_fewer_steps(monkeypatch, 
 
 
 
-@pytest.mark.parametrize("chain_init, inference_steps", [("encoder", 3), ("prior", None)])
+@pytest.mark.parametrize("chain_init, inference_steps", [("encoder", 3), ("prior", "auto")])
 def test_chain_init_sets_where_inference_starts(monkeypatch, fitted, blob, chain_init,
                                                 inference_steps):
     """``transform``, ``score_samples`` and ``impute`` ascend from the encoder's proposal
     ``encoder_(x)`` or from the prior's mode 0, as ``chain_init`` says, also when it is
     changed on a fitted model (the encoder is trained either way), for ``inference_steps``
-    steps (None: ``n_steps``)."""
+    steps (``'auto'`` on a table: 2)."""
     calls = _record_chains(monkeypatch, noisy=False)
     model = pickle.loads(pickle.dumps(fitted)).set_params(chain_init=chain_init,
                                                           inference_steps=inference_steps)
     X = blob[:32]
     model.transform(X)
     (n_steps, start, end), = calls
-    assert n_steps == (model.n_steps if inference_steps is None else inference_steps)
+    assert n_steps == (2 if inference_steps == "auto" else inference_steps)
     x = model._to_model(torch.as_tensor(X, dtype=torch.float32))
     expected = model.encoder_(x) if chain_init == "encoder" else torch.zeros_like(start)
     torch.testing.assert_close(start, expected.detach())
@@ -220,3 +220,16 @@ def test_more_importance_samples_raise_the_marginal_estimate(fitted, blob):
     few = model.set_params(n_importance_samples=2).score(blob)
     many = model.set_params(n_importance_samples=256).score(blob)
     assert many > few
+
+
+def test_auto_inference_steps_are_few_on_tables_and_n_steps_on_images(monkeypatch, digits01):
+    """``inference_steps='auto'`` runs 2 steps from the encoder's proposal on a table and
+    ``n_steps`` on images, whose ``'lof'`` score wants codes nearer the posterior mode."""
+    calls = _record_chains(monkeypatch, noisy=False)
+    X = digits01[0][:64]
+    for image_shape, expected in ((None, 2), ((1, 8, 8), 7)):
+        model = LangevinFlowPriorGenerator(4, image_shape=image_shape, n_steps=7, max_iter=1,
+                                           random_state=0, **TINY).fit(X)
+        calls.clear()
+        model.transform(X[:16])
+        assert [n for n, _, _ in calls] == [expected]

@@ -57,7 +57,7 @@ from skflowgen._base import auto_batch_size  # noqa: E402
 
 SECTION = "speed"
 HIDDEN = (64, 64)
-PAPER_CHAINS = dict(chain_init="prior", n_steps=20, persistent_steps=None)
+PAPER_CHAINS = dict(chain_init="prior", n_steps=20, persistent_steps=None, inference_steps=20)
 
 
 # ---------------------------------------------------------------- data

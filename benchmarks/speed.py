@@ -57,6 +57,7 @@ from skflowgen._base import auto_batch_size  # noqa: E402
 
 SECTION = "speed"
 HIDDEN = (64, 64)
+PAPER = "LFP, the paper's chains"
 PAPER_CHAINS = dict(chain_init="prior", n_steps=20, persistent_steps=None, inference_steps=20)
 
 
@@ -196,7 +197,7 @@ def make_models(X, d, epochs, lfp_epochs, batch_size, seed):
         "LFP": (lambda: LangevinFlowPriorGenerator(d, hidden_layer_sizes=HIDDEN,
                                                    **no_stop(lfp_epochs), **common), lfp_epochs),
         # the paper's inference: fresh chains of 20 steps from the prior for every batch
-        "LFP, the paper's chains": (lambda: LangevinFlowPriorGenerator(
+        PAPER: (lambda: LangevinFlowPriorGenerator(
             d, hidden_layer_sizes=HIDDEN, **PAPER_CHAINS, **no_stop(lfp_epochs), **common),
             lfp_epochs),
     }
@@ -238,6 +239,35 @@ def scorers(fitted, X):
     return out
 
 
+INFERENCE_PARAMS = ("chain_init", "inference_steps", "n_importance_samples", "score_method")
+# LFP inference settings of the study in RESULTS.md ("LFP inference on ADBench"), set on the
+# fitted default LFP: where chains start, noise-free steps, importance draws (or the joint)
+LFP_INFERENCE = {
+    "prior, 20 steps, 128 draws (the former default)":
+        dict(chain_init="prior", inference_steps=20, n_importance_samples=128),
+    "prior, 20 steps, joint": dict(chain_init="prior", inference_steps=20, score_method="joint"),
+    "prior, 5 steps, 16 draws": dict(chain_init="prior", inference_steps=5,
+                                     n_importance_samples=16),
+    "prior, 5 steps, 8 draws": dict(chain_init="prior", inference_steps=5, n_importance_samples=8),
+    "encoder, 5 steps, 8 draws": dict(inference_steps=5),
+    "encoder, 2 steps, 16 draws": dict(n_importance_samples=16),
+    "encoder, 2 steps, 8 draws (the default)": {},
+    "encoder, 2 steps, 4 draws": dict(n_importance_samples=4),
+    "encoder, 2 steps, joint": dict(score_method="joint"),
+}
+
+
+def inference_scorers(fitted, X):
+    """``{setting: callable}``: the fitted default LFP scoring ``X`` with each of
+    ``LFP_INFERENCE``, and PyOD's AutoEncoder (the reference of the ratios)."""
+    lfp = fitted["LFP"]
+    defaults = {k: lfp.get_params()[k] for k in INFERENCE_PARAMS}
+    out = {name: (lambda p=p: lfp.set_params(**{**defaults, **p}).score_samples(X))
+           for name, p in LFP_INFERENCE.items()}
+    out["PyOD AE"] = lambda: -fitted["PyOD AE"].decision_function(X)
+    return out
+
+
 def time_scoring(score_fns, n_rows, repeats):
     """Median rows per second of each scorer (interleaved repeats, after one untimed call)."""
     times = {name: [] for name in score_fns}
@@ -258,7 +288,7 @@ def time_langevin_step(lfp, X, repeats, batch_size):
     n_steps = lfp.n_steps
 
     def langevin():
-        lfp._infer_latent(x, None, z0.clone())
+        lfp._infer_latent(x, None, z0.clone(), None, n_steps)
 
     def plain():
         for _ in range(n_steps):
@@ -308,6 +338,7 @@ def memory_rows(dataset, label, names, args):
 def run(args, header):
     """All measurements on every dataset; returns Markdown lines and prints as it goes."""
     fit_rows, score_rows, step_rows, memory, ratios = [], [], [], [], []
+    inference_rows, inference_columns = {}, []
     batch_text = ("`batch_size='auto'`'s, `min(256, max(16, n // 10))` rows (cardio: 183), "
                   if args.batch_size == "auto" else str(args.batch_size))
     fit_names = score_names = None
@@ -328,7 +359,7 @@ def run(args, header):
                          f"{per_epoch['GLF'] / per_epoch['plain torch GLF']:.2f}",
                          f"{per_epoch['plain torch GLF'] / ae:.2f}",
                          f"{per_epoch['LFP'] / ae:.1f}",
-                         f"{per_epoch[\"LFP, the paper's chains\"] / ae:.1f}"])
+                         f"{per_epoch[PAPER] / ae:.1f}"])
         ratios.append((label, per_epoch["GLF"] / ae))
         print(f"{label}: ms/epoch " + ", ".join(f"{n} {per_epoch[n] * 1e3:.1f}"
                                                 for n in fit_names), flush=True)
@@ -342,6 +373,16 @@ def run(args, header):
         print(f"{label}: rows/s " + ", ".join(f"{n} {r:,.0f}" for n, r in rates.items()),
               flush=True)
 
+        saved = {k: fitted["LFP"].get_params()[k] for k in INFERENCE_PARAMS}
+        settings = time_scoring(inference_scorers(fitted, X), len(X), args.repeats)
+        fitted["LFP"].set_params(**saved)
+        inference_columns.append(label)
+        for name in LFP_INFERENCE:
+            inference_rows.setdefault(name, [name]).extend(
+                [f"{settings[name]:,.0f}", f"{settings[name] / settings['PyOD AE']:.3f}"])
+        print(f"{label}: LFP inference rows/s " + ", ".join(f"{n} {r:,.0f}"
+                                                         for n, r in settings.items()), flush=True)
+
         step = time_langevin_step(fitted["LFP"], X, args.repeats,
                                   auto_batch_size(len(X)) if args.batch_size == "auto"
                                   else args.batch_size)
@@ -354,13 +395,16 @@ def run(args, header):
     fit_table = (["data", *(f"{n} ms/epoch" for n in fit_names), "GLF / PyOD AE",
                   "GLF, one member / PyOD AE", "GLF / PyOD VAE", "GLF / plain torch GLF",
                   "plain torch GLF / PyOD AE",
-                  "LFP / PyOD AE", "LFP, the paper's chains / PyOD AE"], fit_rows)
+                  "LFP / PyOD AE", f"{PAPER} / PyOD AE"], fit_rows)
     score_table = (["data", *(f"{n} rows/s" for n in score_names),
                     "LFP (default) / PyOD AE", "GLF (default) / PyOD AE",
                     "IsolationForest / PyOD AE"], score_rows)
+    inference_table = (["LFP inference", *(f"{c} {k}" for c in inference_columns
+                                           for k in ("rows/s", "/ PyOD AE"))],
+                       list(inference_rows.values()))
     step_table = (["data", "Langevin step ms", "plain forward+backward ms", "ratio"], step_rows)
     memory_table = (["data", "model", "fit MiB", "scoring MiB"], memory)
-    for table in (fit_table, score_table, step_table, memory_table):
+    for table in (fit_table, score_table, inference_table, step_table, memory_table):
         print("\n" + _common.text_table(*table))
     return [
         "## Speed" + ("" if args.section == SECTION else f", batch {args.batch_size}"), "",
@@ -386,6 +430,12 @@ def run(args, header):
         "### Fit time per epoch", "", _common.markdown_table(*fit_table), "",
         "### `score_samples` throughput (PyOD: `decision_function`)", "",
         _common.markdown_table(*score_table), "",
+        "### LFP inference settings: `score_samples` throughput", "",
+        "The fitted default LFP scoring the same rows with the settings of the study in "
+        "\"LFP inference on ADBench\" (set on the fitted model: where the chains start, the "
+        "noise-free Langevin steps, the importance draws of the marginal or the joint "
+        "score), interleaved with PyOD's AutoEncoder, whose rows per second are the "
+        "reference of the ratios.", "", _common.markdown_table(*inference_table), "",
         f"### LFP: one Langevin step against one plain forward + backward (batch "
         f"{batch_text.split(',')[0]})", "", _common.markdown_table(*step_table), "",
         "### Peak resident memory growth, fit and scoring of the same rows", "",

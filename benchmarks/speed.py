@@ -39,6 +39,7 @@ How to run
 import argparse
 import multiprocessing
 import sys
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -57,6 +58,7 @@ from skflowgen._base import auto_batch_size  # noqa: E402
 
 SECTION = "speed"
 HIDDEN = (64, 64)
+FORMER_CHAINS = dict(chain_init="prior", n_steps=20)  # training chains before the encoder
 PAPER = "LFP, the paper's chains"
 PAPER_CHAINS = dict(chain_init="prior", n_steps=20, persistent_steps=None, inference_steps=20)
 
@@ -268,6 +270,27 @@ def inference_scorers(fitted, X):
     return out
 
 
+def first_epoch_ratio(factory, X, repeats):
+    """Median over ``repeats`` fits of the first epoch's seconds over the median of the later
+    epochs' (each epoch timed around the estimator's epoch loop)."""
+    ratios = []
+    for _ in range(repeats):
+        model, times = factory(), []
+        run_epoch = model._run_epoch
+
+        def timed(*args):
+            start = time.perf_counter()
+            out = run_epoch(*args)
+            times.append(time.perf_counter() - start)
+            return out
+        model._run_epoch = timed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X)
+        ratios.append(times[0] / np.median(times[1:]))
+    return float(np.median(ratios))
+
+
 def time_scoring(score_fns, n_rows, repeats):
     """Median rows per second of each scorer (interleaved repeats, after one untimed call)."""
     times = {name: [] for name in score_fns}
@@ -338,7 +361,7 @@ def memory_rows(dataset, label, names, args):
 def run(args, header):
     """All measurements on every dataset; returns Markdown lines and prints as it goes."""
     fit_rows, score_rows, step_rows, memory, ratios = [], [], [], [], []
-    inference_rows, inference_columns = {}, []
+    inference_rows, inference_columns, first_rows = {}, [], []
     batch_text = ("`batch_size='auto'`'s, `min(256, max(16, n // 10))` rows (cardio: 183), "
                   if args.batch_size == "auto" else str(args.batch_size))
     fit_names = score_names = None
@@ -383,6 +406,12 @@ def run(args, header):
         print(f"{label}: LFP inference rows/s " + ", ".join(f"{n} {r:,.0f}"
                                                          for n, r in settings.items()), flush=True)
 
+        lfp_factory = models["LFP"][0]
+        first = [first_epoch_ratio(f, X, args.repeats) for f in (
+            lfp_factory, lambda: lfp_factory().set_params(**FORMER_CHAINS))]
+        first_rows.append([label, f"{first[0]:.2f}", f"{first[1]:.2f}"])
+        print(f"{label}: LFP first epoch / later epochs {first}", flush=True)
+
         step = time_langevin_step(fitted["LFP"], X, args.repeats,
                                   auto_batch_size(len(X)) if args.batch_size == "auto"
                                   else args.batch_size)
@@ -402,9 +431,11 @@ def run(args, header):
     inference_table = (["LFP inference", *(f"{c} {k}" for c in inference_columns
                                            for k in ("rows/s", "/ PyOD AE"))],
                        list(inference_rows.values()))
+    first_table = (["data", "LFP", "LFP, first visits of 20 steps from N(0, I)"], first_rows)
     step_table = (["data", "Langevin step ms", "plain forward+backward ms", "ratio"], step_rows)
     memory_table = (["data", "model", "fit MiB", "scoring MiB"], memory)
-    for table in (fit_table, score_table, inference_table, step_table, memory_table):
+    for table in (fit_table, score_table, inference_table, first_table, step_table,
+                  memory_table):
         print("\n" + _common.text_table(*table))
     return [
         "## Speed" + ("" if args.section == SECTION else f", batch {args.batch_size}"), "",
@@ -436,8 +467,14 @@ def run(args, header):
         "noise-free Langevin steps, the importance draws of the marginal or the joint "
         "score), interleaved with PyOD's AutoEncoder, whose rows per second are the "
         "reference of the ratios.", "", _common.markdown_table(*inference_table), "",
-        f"### LFP: one Langevin step against one plain forward + backward (batch "
-        f"{batch_text.split(',')[0]})", "", _common.markdown_table(*step_table), "",
+        "### LFP: the first epoch over a later one", "",
+        "Seconds of the first epoch over the median of the later epochs' in one fit (median "
+        f"of {args.repeats} fits), at the defaults (a chain's first visit: `n_steps=10` steps "
+        "from the encoder's proposal; later visits 5) and with the first visits of the former "
+        f"defaults (`{', '.join(f'{k}={v!r}' for k, v in FORMER_CHAINS.items())}`: 20 steps "
+        "from a prior draw).", "", _common.markdown_table(*first_table), "",
+        "### LFP: one Langevin step against one plain forward + backward (one training "
+        "batch)", "", _common.markdown_table(*step_table), "",
         "### Peak resident memory growth, fit and scoring of the same rows", "",
         "Each model in a fresh process, after an untimed one-epoch fit of the same model on 512 "
         "rows (imports and lazy initialisation not counted). Scoring: `score_samples` with each "

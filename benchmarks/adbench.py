@@ -140,7 +140,8 @@ def split_spec(spec):
 def detector(spec):
     """The :class:`Detector` named by ``spec``: a name of ``DETECTORS``, optionally followed
     by estimator parameters in brackets, ``glf-joint[max_iter=10,n_components=4]``, and by
-    parameters in braces set on the fitted estimator before scoring, ``lfp[...]{n_steps=2}``.
+    parameters in braces set on the fitted estimator before scoring,
+    ``lfp[...]{inference_steps=5}``.
     Bracketed parameters are set before fitting and are part of the fit key, so ``glf[...]``,
     ``glf-joint[...]`` and ``glf[...]{...}`` with the same brackets share one fit."""
     name, fit_params, score_params = split_spec(spec)

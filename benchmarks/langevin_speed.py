@@ -56,9 +56,11 @@ def main():
         rng = np.random.RandomState(0)
         X = (rng.randn(args.rows, 5) @ rng.randn(5, args.features)).astype(np.float32)
         data = "a synthetic table"
-    model = LangevinFlowPriorGenerator(n_steps=args.n_steps, max_iter=2, random_state=0,
+    # inference from z = 0 for n_steps, the computation of the plain loop
+    model = LangevinFlowPriorGenerator(n_steps=args.n_steps, inference_steps=args.n_steps,
+                                       chain_init="prior", max_iter=2, random_state=0,
                                        device="cpu").fit(X[:2000])
-    x = torch.from_numpy(X)
+    x = model._to_model(torch.from_numpy(X))  # the networks' units, as transform sees them
     step = model.step_size * model._posterior_scale()
     package = lambda: model.transform(X)  # noqa: E731
     chunk = model._chunk_size()

@@ -25,7 +25,7 @@ from .flows import CouplingFlow
 from .networks import GaussianNoise, member_mean
 from .scores import SCORES
 
-_STATE_FORMAT = 2
+_STATE_FORMAT = 3  # 3: LFP keeps an inference network; both take n_importance_samples
 _EVAL_MEMORY = 64 * 2 ** 20  # bytes of activations per evaluation chunk
 _DRAWS_MEMORY = 4 * 2 ** 20  # bytes of the importance draws' working set per block of rows
 _MAX_ROLLBACKS = 3

@@ -304,7 +304,8 @@ def test_pickle_holds_state_dict_bytes_not_modules(fitted, est):
 
 
 @pytest.mark.parametrize("est", CLASSES)
-@pytest.mark.parametrize("bad_format", [0, 1, 3, None, "2"])
+@pytest.mark.parametrize("bad_format", [0, base._STATE_FORMAT - 1, base._STATE_FORMAT + 1, None,
+                                        str(base._STATE_FORMAT)])
 def test_pickle_with_other_state_format_fails_naming_version(fitted, est, bad_format):
     state = fitted(est).__getstate__()
     if bad_format is None:

@@ -138,6 +138,19 @@ def _record_chains(monkeypatch, noisy):
     return calls
 
 
+def _record_starts(monkeypatch):
+    """Record ``(rows, start)`` of every training chain started by ``_training_start``
+    (the rows in the networks' units)."""
+    starts = []
+    training_start = LangevinFlowPriorGenerator._training_start
+
+    def recording(self, x, mask, generator):
+        starts.append((x, training_start(self, x, mask, generator)))
+        return starts[-1][1]
+    monkeypatch.setattr(LangevinFlowPriorGenerator, "_training_start", recording)
+    return starts
+
+
 @pytest.mark.parametrize("chain_init", ["encoder", "prior"])
 def test_persistent_chains_start_once_then_resume_with_fewer_steps(monkeypatch, blob,
                                                                    chain_init):
@@ -148,11 +161,7 @@ def test_persistent_chains_start_once_then_resume_with_fewer_steps(monkeypatch, 
     import skflowgen.langevin_flow_prior as lfp_module
     calls = _record_chains(monkeypatch, noisy=True)
     monkeypatch.setattr(lfp_module, "_CHAIN_ROWS", 40)  # two batches of 16 (not three)
-    starts = []
-    training_start = LangevinFlowPriorGenerator._training_start
-    monkeypatch.setattr(LangevinFlowPriorGenerator, "_training_start",
-                        lambda self, x, mask, g: starts.append(training_start(self, x, mask, g))
-                        or starts[-1])
+    starts = _record_starts(monkeypatch)
     X = blob[:80]
     model = LangevinFlowPriorGenerator(n_steps=6, persistent_steps=2, max_iter=3,
                                        chain_init=chain_init, random_state=0,
@@ -161,7 +170,7 @@ def test_persistent_chains_start_once_then_resume_with_fewer_steps(monkeypatch, 
     assert [n for n, _, _ in calls] == [6] * 3 + [2] * 6
     assert [len(z[0]) for _, z, _ in calls] == [32, 32, 16] * 3
     assert len(starts) == 3  # started in the first epoch only, from _training_start
-    for (_, start, _), expected in zip(calls, starts):
+    for (_, start, _), (_, expected) in zip(calls, starts):
         torch.testing.assert_close(start, expected, rtol=0, atol=0)
     # the second epoch's chains start where the first epoch's ended (rows reordered by the
     # shuffle, so compare as sets of rows)
@@ -199,14 +208,11 @@ def test_encoder_is_fitted_to_the_chain_endpoints(monkeypatch, blob):
     a row lies closer to the row's last training latent than the mean latent does (the
     best constant guess)."""
     calls = _record_chains(monkeypatch, noisy=True)
-    rows = []  # each training chain's rows, in the networks' units
-    training_start = LangevinFlowPriorGenerator._training_start
-    monkeypatch.setattr(LangevinFlowPriorGenerator, "_training_start",
-                        lambda self, x, mask, g: rows.append(x) or training_start(self, x, mask, g))
+    starts = _record_starts(monkeypatch)
     model = LangevinFlowPriorGenerator(max_iter=20, persistent_steps=None, random_state=0,
                                        learning_rate_init=0.01, **{**TINY, "batch_size": 20})
     model.fit(blob)
-    x = torch.cat(rows[-10:])  # the last epoch: ten batches, every row once
+    x = torch.cat([rows for rows, _ in starts[-10:]])  # the last epoch: every row once
     latents = torch.cat([end for _, _, end in calls[-10:]], dim=1)
     with torch.no_grad():
         error = (model.encoder_(x) - latents).square().sum(dim=-1).mean()

@@ -179,8 +179,9 @@ def study_scores(model, X_train, X_test, marginal=True):
     scores = {"joint": (joint, test_s),
               "latent": (log_prior.mean(axis=1), test_s),
               "reconstruction": (log_lik.mean(axis=1), test_s)}
-    # the training codes the model kept at fit (every training image up to 10,000)
-    train_codes = model._reference_codes.transpose(1, 0, 2)
+    # the codes of the training rows the model keeps (up to 10,000), (m, n_members, d)
+    train_codes = model.transform(model._reference_rows).reshape(
+        len(model._reference_rows), -1, model.n_components_)
     local, local_s = _common.timed(local_scores, train_codes, codes)
     scores.update({name: (values, test_s + local_s) for name, values in local.items()})
     bits, bits_s = _common.timed(code_length_bits, X_test)

@@ -34,8 +34,8 @@ _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     "shared variance.",
     score_method_evidence="On tables LFP's marginal ranked above the joint on the 18 "
     "ADBench sets\n        (benchmarks/RESULTS.md, \"Feature scaling and ensembles\"); on "
-    "images ``'lof'``\n        ranked held-out classes best of the scores measured, where both "
-    "likelihoods\n        rank simple pictures as normal (benchmarks/RESULTS.md, \"Images\").",
+    "images both\n        likelihoods rank simple pictures as normal, and ``'lof'`` is the "
+    "score ahead of\n        LOF on the pixels on both image tasks (``skflowgen.scores``).",
     support_fraction_evidence="The default for LFP\n        (trimmed): above untrimmed "
     "training on the ADBench sets (benchmarks/RESULTS.md,\n        \"Ablation of the "
     "defaults on ADBench\").",
@@ -127,7 +127,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         network ``encoder_`` fitted to the training chains' latents; ``'prior'``, a
         prior draw ``N(0, I)`` in training and the prior's mode ``z = 0`` at inference
         (the paper). The encoder is fitted either way, so this can be changed on a fitted
-        model.
+        model; ``offset_`` and the training codes of ``'knn'``/``'lof'`` follow it, as
+        they follow every inference parameter.
     learning_rate_init : float, default=4e-4
         Adam learning rate of the generator, the flow and the encoder (betas
         (0.5, 0.999)), decayed by 0.998 per epoch.
@@ -166,6 +167,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     _divergence_hint = " or step_size"
 
     _table_score_method = _TABLE_SCORE
+    _training_parameters = BaseLatentFlow._training_parameters | {"sigma", "persistent_steps"}
 
     _parameter_constraints = {
         **BaseLatentFlow._parameter_constraints,
@@ -185,7 +187,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
                  contamination=0.1, support_fraction=None, n_estimators=1, max_iter=10,
                  batch_size="auto",
                  learning_rate_init=4e-4, tol=None, n_iter_no_change=10, early_stopping=False,
-                 validation_fraction=0.1, warm_start=False, verbose=0, random_state=None,
+                 validation_fraction=0.2, warm_start=False, verbose=0, random_state=None,
                  device="auto"):
         super().__init__(
             n_components, hidden_layer_sizes=hidden_layer_sizes,
@@ -248,8 +250,9 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         return self.n_steps if self.image_shape is not None else _TABLE_INFERENCE_STEPS
 
     def _chain_start(self, x, mask):
-        """Where a chain starts: the encoder's proposal ``q(x)`` (missing entries at 0, the
-        training median with feature scaling), or the prior's mode 0 (``chain_init``)."""
+        """Where a chain starts: the encoder's proposal ``q(x)`` (missing entries at 0 in the
+        networks' units: the training median with ``feature_scaling='robust'``, the mean with
+        ``'standard'``), or the prior's mode 0 (``chain_init``)."""
         if self.chain_init == "encoder":
             return self.encoder_(x if mask is None else torch.where(mask, x, 0.0)).detach()
         return x.new_zeros(self._n_members, len(x), self.n_components_)

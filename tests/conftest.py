@@ -15,6 +15,14 @@ DEVICE = os.environ.get("SKFLOWGEN_TEST_DEVICE", "cpu")
 TINY = dict(hidden_layer_sizes=(16,), n_flow_blocks=2, batch_size=64, device=DEVICE)
 
 
+def manifold(n_rows=1500, seed=0):
+    """Rows on a smooth 3-dimensional manifold in 20 features, plus a little noise."""
+    rng = np.random.RandomState(seed)
+    z = rng.randn(n_rows, 3)
+    w1, w2 = rng.randn(3, 32), rng.randn(32, 20) / 4
+    return np.tanh(z @ w1) @ w2 + 0.05 * rng.randn(n_rows, 20)
+
+
 @pytest.fixture(scope="session")
 def digits01():
     """load_digits scaled to [0, 1], as float64 rows of 64 pixels, and labels."""

@@ -49,8 +49,7 @@ def member(model, k):
                  for key, value in getattr(model, name).state_dict().items()}
         getattr(single, name).load_state_dict(state)
     single._row_activations = single._count_row_activations()
-    single._reference_codes = model._reference_codes[k:k + 1]
-    single.__dict__.pop("_lof_cache", None)  # LOF's fitted part, of every member's codes
+    single._derived_state = {}  # its codes and offset: of its own member, from the kept rows
     return single
 
 

@@ -31,14 +31,18 @@ def test_inference_accumulates_no_parameter_gradient(fitted, blob):
         assert all(p.grad is None for p in module.parameters())
 
 
-def test_fit_on_incomplete_rows(blob):
+def test_fit_on_incomplete_rows_learns_the_distribution(blob):
+    """Fitted on rows with 30% of their entries missing, the model still learns the data: it
+    ranks complete rows of the distribution above the same rows with one feature moved far
+    out (imputation quality: tests/test_impute.py)."""
+    rng = np.random.RandomState(1)
     X = blob.copy()
-    X[np.random.RandomState(1).rand(*X.shape) < 0.3] = np.nan
-    model = LangevinFlowPriorGenerator(max_iter=3, n_steps=5, random_state=0, **TINY).fit(X)
-    assert np.isfinite(model.score_samples(X)).all()
-    assert np.isfinite(model.transform(X)).all()
+    X[rng.rand(*X.shape) < 0.3] = np.nan
+    model = LangevinFlowPriorGenerator(max_iter=20, n_steps=5, random_state=0, **TINY).fit(X)
+    shifted = blob.copy()
+    shifted[np.arange(len(blob)), rng.randint(blob.shape[1], size=len(blob))] += 3.0
+    assert np.mean(model.score_samples(blob) > model.score_samples(shifted)) > 0.9
     assert not np.isnan(model.impute(X)).any()
-    assert np.isfinite(model.noise_variance_).all()
 
 
 def test_fixed_sigma_is_kept(blob):
@@ -162,7 +166,7 @@ def test_persistent_chains_start_once_then_resume_with_fewer_steps(monkeypatch, 
     calls = _record_chains(monkeypatch, noisy=True)
     monkeypatch.setattr(lfp_module, "_CHAIN_ROWS", 40)  # two batches of 16 (not three)
     starts = _record_starts(monkeypatch)
-    X = blob[:80]
+    X = blob[:100]  # 80 training rows: a fifth is held out
     model = LangevinFlowPriorGenerator(n_steps=6, persistent_steps=2, max_iter=3,
                                        chain_init=chain_init, random_state=0,
                                        **{**TINY, "batch_size": 16})
@@ -226,6 +230,25 @@ def test_more_importance_samples_raise_the_marginal_estimate(fitted, blob):
     few = model.set_params(n_importance_samples=2).score(blob)
     many = model.set_params(n_importance_samples=256).score(blob)
     assert many > few
+
+
+def test_the_marginal_is_the_log_of_the_mean_weight(fitted, blob):
+    """The estimate is ``log mean_i p(x, z_i) / q(z_i)``: drawing every importance sample
+    twice leaves it unchanged (a sum of the weights, without ``- log m``, would rise by
+    ``log 2``), and one draw at the proposal's centre gives ``log p(x, z~) - log q(z~)``."""
+    from skflowgen.scores import marginal
+    x = torch.as_tensor(fitted._to_model(torch.as_tensor(blob[:32], dtype=torch.float32)))
+    with torch.no_grad():
+        z = fitted._infer_latent(x, None)
+        draws = torch.randn(8, fitted.n_components_, generator=torch.Generator().manual_seed(0))
+        once = marginal(fitted, x, None, z, draws)
+        twice = marginal(fitted, x, None, z, torch.cat([draws, draws]))
+        centre = marginal(fitted, x, None, z, draws[:1] * 0)
+        tau = fitted._posterior_scale()
+        log_q = -fitted.n_components_ * (torch.log(tau[..., 0]) + 0.5 * np.log(2 * np.pi))
+        expected_centre = fitted._log_joint(x, None, z) - log_q
+    torch.testing.assert_close(twice, once, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(centre, expected_centre, rtol=1e-5, atol=1e-4)
 
 
 def test_auto_inference_steps_are_few_on_tables_and_n_steps_on_images(monkeypatch, digits01):

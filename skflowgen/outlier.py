@@ -1,0 +1,166 @@
+"""What turns a fitted latent-flow model into a detector: the rows it keeps, the codes of its
+training rows, the offset, and ``decision_function`` / ``predict``.
+
+A fitted model keeps two sets of rows, in the data's units:
+
+- the *held-out rows*: ``validation_fraction`` of the rows given to ``fit`` (at most
+  10,000), set aside before training and never trained on. ``offset_`` is the
+  ``100 * contamination`` percentile of their scores: a new row of the training distribution
+  gets such a score, where a training row scores higher than a new one (the networks fit
+  their own rows better, and a training row is its own nearest code). So ``predict`` flags
+  about ``contamination`` of new normal rows, as split-conformal calibration guarantees for
+  exchangeable rows (Vovk et al. 2005; Bates et al., Ann. Statist. 2023). With early stopping
+  they are the validation rows too.
+- the *reference rows*: up to 10,000 of the training rows, whose codes the local scores
+  (``'knn'``, ``'lof'``) compare a row's code with. A held-out row is never among them.
+
+Everything derived from these rows (the reference codes, LOF's fitted part, the offset) is
+recomputed at first use after ``set_params`` of any parameter that moves a score: every
+parameter but those a class lists in ``_training_parameters``, which act on training alone.
+No stale value is served, and a parameter added later invalidates by default.
+"""
+
+import numpy as np
+import torch
+
+_HELD_OUT_ROWS = 4096  # most rows held out of training: a percentile within about 0.005
+_REFERENCE_ROWS = 10_000  # training rows whose codes the local scores compare a code with
+_DISTANCES_MEMORY = 16 * 2 ** 20  # bytes of distances held at once by the neighbour search
+# parameters that move a score but not the codes of the reference rows
+_SCORE_ONLY = frozenset({"score_method", "contamination", "n_importance_samples"})
+
+
+def nearest(z, reference, k):
+    """Distances and indices of the ``k`` nearest ``reference`` codes (n_members, m, d) of
+    each latent of ``z`` (n_members, n, d), nearest first. Rows are processed in blocks of a
+    multiple of 16 holding about ``_DISTANCES_MEMORY`` bytes of distances, each member's by a
+    plain 2-D product: a batched product rounds differently with the number of rows, and a
+    row's score must not depend on its batch."""
+    members, m, _ = reference.shape
+    block = max(16, _DISTANCES_MEMORY // (4 * members * m) // 16 * 16)
+    squared_ref = reference.square().sum(dim=-1)[:, None, :]
+    distances, indices = [], []
+    for zb in z.split(block, dim=1):
+        products = torch.stack([zm @ rm.T for zm, rm in zip(zb, reference)])
+        squared = zb.square().sum(dim=-1, keepdim=True) + squared_ref - 2 * products
+        values, index = torch.topk(squared, k, dim=-1, largest=False)
+        distances.append(values.clamp_min(0).sqrt())
+        indices.append(index)
+    return torch.cat(distances, dim=1), torch.cat(indices, dim=1)
+
+
+def lof_fit(reference, k):
+    """LOF's fitted part: each reference code's k-distance and local reachability density
+    among the other codes (itself left out), shapes (n_members, m)."""
+    distances, index = nearest(reference, reference, k + 1)
+    distances, index = distances[..., 1:], index[..., 1:]  # the nearest is the code itself
+    k_distance = distances[..., -1]
+    reach = torch.maximum(distances, torch.gather(k_distance, 1, index.flatten(1))
+                          .view_as(index))
+    return k_distance, 1 / (reach.mean(dim=-1) + 1e-10)
+
+
+class DetectorMixin:
+    """The outlier API of :class:`~skflowgen._base.BaseLatentFlow` (as
+    :class:`~sklearn.covariance.EllipticEnvelope`), with the state it keeps."""
+
+    # Parameters that act on training alone: set on a fitted model, they change no score.
+    _training_parameters = frozenset({
+        "n_components", "hidden_layer_sizes", "n_flow_blocks", "feature_scaling",
+        "covariance_type", "support_fraction", "n_estimators", "max_iter", "batch_size",
+        "learning_rate_init", "tol", "n_iter_no_change", "early_stopping",
+        "validation_fraction", "warm_start", "verbose", "random_state", "device"})
+
+    def _scoring_key(self, codes_only=False):
+        """The parameters a score depends on (``codes_only``: those the codes depend on), as
+        a comparable value."""
+        skip = self._training_parameters | (_SCORE_ONLY if codes_only else frozenset())
+        return tuple((name, repr(value)) for name, value in
+                     sorted(self.get_params(deep=False).items()) if name not in skip)
+
+    def _split_held_out(self, X, generator):
+        """``(training rows, held-out rows)`` of ``X``: ``validation_fraction`` of the rows
+        (at most ``_HELD_OUT_ROWS``) drawn at random, none where that rounds to no row or
+        leaves none to train on (then ``offset_`` comes from the training rows), which
+        ``early_stopping`` refuses."""
+        n_held = min(int(round(self.validation_fraction * len(X))), _HELD_OUT_ROWS)
+        if n_held < 1 or n_held >= len(X):
+            if self.early_stopping:
+                raise ValueError(f"validation_fraction={self.validation_fraction} leaves no "
+                                 f"rows to train or to validate on with {len(X)} samples.")
+            n_held = 0
+        order = torch.randperm(len(X), generator=generator, device=generator.device).cpu()
+        held = np.sort(order[:n_held].numpy())
+        return np.delete(X, held, axis=0), X[held]
+
+    def _keep_rows(self, X_train, X_held, seed):
+        """Keep the held-out rows and up to ``_REFERENCE_ROWS`` random training rows (in
+        their order), drop what was derived from earlier ones, and set the offset."""
+        order = np.random.RandomState(seed).permutation(len(X_train))
+        self._reference_rows = np.asarray(X_train[np.sort(order[:_REFERENCE_ROWS])],
+                                          dtype=np.float32)
+        self._held_out_rows = np.asarray(X_held if len(X_held) else self._reference_rows,
+                                         dtype=np.float32)
+        self._derived_state = {}
+        self.offset_  # noqa: B018 (computed now: predict after fit costs no more scoring)
+
+    def _derived(self, name, key, compute):
+        """``compute()``, kept under ``name`` until ``key`` changes."""
+        kept = self._derived_state.get(name)
+        if kept is None or kept[0] != key:
+            kept = self._derived_state[name] = (key, compute())
+        return kept[1]
+
+    def _training_codes(self, device):
+        """The codes of the reference rows, (n_members, m, n_components_), as the current
+        inference parameters give them."""
+        def infer():
+            codes = self._apply(lambda xb: self._infer_latent(*self._observed(xb))
+                                .transpose(0, 1), self._reference_rows, data=True)
+            return np.ascontiguousarray(codes.transpose(1, 0, 2), dtype=np.float32)
+        codes = self._derived("codes", self._scoring_key(codes_only=True), infer)
+        return torch.as_tensor(codes, device=device)
+
+    def _lof_fit(self, k, device):
+        """:func:`lof_fit` of the training codes with ``k`` neighbours."""
+        fitted = self._derived("lof", (self._scoring_key(codes_only=True), k), lambda: tuple(
+            t.numpy() for t in lof_fit(self._training_codes(torch.device("cpu")), k)))
+        return tuple(torch.as_tensor(a, device=device) for a in fitted)
+
+    @property
+    def offset_(self):
+        """Threshold of :meth:`decision_function`: the ``100 * contamination`` percentile of
+        the held-out rows' ``score_samples``, for the current parameters (recomputed at first
+        use after ``set_params`` of one that moves a score)."""
+        if "_held_out_rows" not in self.__dict__:
+            raise AttributeError(f"This {type(self).__name__} is not fitted: no offset_.")
+        return self._derived("offset", self._scoring_key(), lambda: float(np.percentile(
+            self._score_rows(self._held_out_rows), 100 * self.contamination)))
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative for outliers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for inliers, -1 for outliers (``decision_function < 0``): about
+        ``contamination`` of new rows of the training distribution are flagged. The
+        training rows themselves score higher than new rows, so fewer of them are.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return np.where(self.decision_function(X) < 0, -1, 1)

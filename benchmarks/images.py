@@ -358,7 +358,9 @@ def report(rows, task, output, figure):
         "Seconds: scoring the test images, with the inference each score needs (some early "
         "`knn-k1`/`knn-k20` rows also re-inferred the training codes). `model[params]` rows "
         "are fits with other parameters (the training study; `batch_size=n//10` is the "
-        "table rule, 10 steps an epoch, that images had before), on the seeds they cover.", "",
+        "table rule, 10 steps an epoch, that images had before), on the seeds they cover; "
+        "`-former` rows: the defaults of the version that trained on every row, before a fifth "
+        "of the rows was held out to set `offset_`.", "",
         _common.markdown_table(["model:score", "seeds", "mean AUPRC", "mean AP", "mean AUROC",
                                 "min AUROC", "std over seeds",
                                 "LOF on the pixels, same seeds (classes above it)",

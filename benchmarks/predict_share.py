@@ -9,7 +9,7 @@ What it measures
     after ``set_params`` of each parameter that moves a score on the fitted model (checked
     against that setting's ``contamination``), beside scikit-learn's detectors on the same
     halves. ``training rows`` is the share that the former offset gives, the percentile of the
-    training rows' own scores (here: of the rows whose codes the local scores keep).
+    training rows' own scores (of the training rows the model keeps).
 
 How to run
     python benchmarks/predict_share.py ../shared/data/adbench --datasets digits cardio thyroid
@@ -86,8 +86,8 @@ def run_one(data_dir, name, seed, threads, params):
                         random_state=seed, **_common.parse_params(params)).fit(fit_rows)
         defaults = model.get_params()
         record(detector, "defaults", CONTAMINATION, model.predict(new_rows))
-        training = np.percentile(model.score_samples(model._reference_rows),
-                                 100 * CONTAMINATION)
+        trained = model._reference_rows[len(model._held_out_rows):]  # the training rows kept
+        training = np.percentile(model.score_samples(trained), 100 * CONTAMINATION)
         record(detector, "training rows", CONTAMINATION,
                np.where(model.score_samples(new_rows) < training, -1, 1))
         for setting in SETTINGS[kind]:

@@ -11,8 +11,13 @@ A fitted model keeps two sets of rows, in the data's units:
   about ``contamination`` of new normal rows, as split-conformal calibration guarantees for
   exchangeable rows (Vovk et al. 2005; Bates et al., Ann. Statist. 2023). With early stopping
   they are the validation rows too.
-- the *reference rows*: up to 10,000 of the training rows, whose codes the local scores
-  (``'knn'``, ``'lof'``) compare a row's code with. A held-out row is never among them.
+- the *reference rows*: the held-out rows, then random training rows, up to 10,000 in all,
+  whose codes the local scores (``'knn'``, ``'lof'``) compare a new row's code with. To set
+  the offset, the held-out rows are scored in two folds (alternate rows), each against the
+  reference rows without its own fold: as new rows, never their own neighbours. (Leaving
+  out the row alone is not enough for LOF, whose neighbours' densities then count the row
+  itself: on a dense manifold it flagged 15% of new rows at ``contamination=0.1``.) On
+  ``load_digits`` the held-out codes among the references added 1 to 2 points of AUPRC.
 
 Everything derived from these rows (the reference codes, LOF's fitted part, the offset) is
 recomputed at first use after ``set_params`` of any parameter that moves a score: every
@@ -94,13 +99,14 @@ class DetectorMixin:
         return np.delete(X, held, axis=0), X[held]
 
     def _keep_rows(self, X_train, X_held, seed):
-        """Keep the held-out rows and up to ``_REFERENCE_ROWS`` random training rows (in
-        their order), drop what was derived from earlier ones, and set the offset."""
+        """Keep the held-out rows and the reference rows (the held-out rows, then random
+        training rows in their order, ``_REFERENCE_ROWS`` in all; without held-out rows, the
+        training rows are both), drop what was derived from earlier ones, set the offset."""
         order = np.random.RandomState(seed).permutation(len(X_train))
-        self._reference_rows = np.asarray(X_train[np.sort(order[:_REFERENCE_ROWS])],
-                                          dtype=np.float32)
-        self._held_out_rows = np.asarray(X_held if len(X_held) else self._reference_rows,
-                                         dtype=np.float32)
+        sample = X_train[np.sort(order[:max(0, _REFERENCE_ROWS - len(X_held))])]
+        self._held_out_rows = np.asarray(X_held if len(X_held) else sample, dtype=np.float32)
+        self._reference_rows = np.asarray(np.concatenate([X_held, sample]) if len(X_held)
+                                          else sample, dtype=np.float32)
         self._derived_state = {}
         self.offset_  # noqa: B018 (computed now: predict after fit costs no more scoring)
 
@@ -113,29 +119,49 @@ class DetectorMixin:
 
     def _training_codes(self, device):
         """The codes of the reference rows, (n_members, m, n_components_), as the current
-        inference parameters give them."""
+        inference parameters give them; without the held-out fold being scored while the
+        offset is set."""
         def infer():
             codes = self._apply(lambda xb: self._infer_latent(*self._observed(xb))
                                 .transpose(0, 1), self._reference_rows, data=True)
             return np.ascontiguousarray(codes.transpose(1, 0, 2), dtype=np.float32)
         codes = self._derived("codes", self._scoring_key(codes_only=True), infer)
+        fold = self.__dict__.get("_scoring_fold")
+        if fold is not None:
+            keep = np.ones(codes.shape[1], dtype=bool)
+            keep[fold:len(self._held_out_rows):2] = False
+            codes = codes[:, keep]
         return torch.as_tensor(codes, device=device)
 
     def _lof_fit(self, k, device):
-        """:func:`lof_fit` of the training codes with ``k`` neighbours."""
-        fitted = self._derived("lof", (self._scoring_key(codes_only=True), k), lambda: tuple(
-            t.numpy() for t in lof_fit(self._training_codes(torch.device("cpu")), k)))
+        """:func:`lof_fit` of the training codes with ``k`` neighbours (one for the reference
+        of new rows, one for each held-out fold's)."""
+        def fit():
+            return tuple(t.numpy() for t in lof_fit(self._training_codes(torch.device("cpu")), k))
+        fold = self.__dict__.get("_scoring_fold")
+        fitted = self._derived(("lof", fold), (self._scoring_key(codes_only=True), k), fit)
         return tuple(torch.as_tensor(a, device=device) for a in fitted)
 
     @property
     def offset_(self):
         """Threshold of :meth:`decision_function`: the ``100 * contamination`` percentile of
-        the held-out rows' ``score_samples``, for the current parameters (recomputed at first
-        use after ``set_params`` of one that moves a score)."""
+        the held-out rows' ``score_samples``, each fold of them against the reference codes of
+        the other rows, for the current parameters (recomputed at first use after
+        ``set_params`` of one that moves a score)."""
         if "_held_out_rows" not in self.__dict__:
             raise AttributeError(f"This {type(self).__name__} is not fitted: no offset_.")
-        return self._derived("offset", self._scoring_key(), lambda: float(np.percentile(
-            self._score_rows(self._held_out_rows), 100 * self.contamination)))
+
+        def percentile():
+            scores = []
+            for fold in (0, 1):
+                rows = self._held_out_rows[fold::2]
+                self._scoring_fold = fold
+                try:
+                    scores.extend(self._score_rows(rows) if len(rows) else [])
+                finally:
+                    del self._scoring_fold
+            return float(np.percentile(scores, 100 * self.contamination))
+        return self._derived("offset", self._scoring_key(), percentile)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for outliers.

@@ -29,7 +29,8 @@ How to run
 
     Raw rows go to ``--raw`` as each seed ends; ``--resume`` keeps the seeds already there.
     The table goes to the ``samples-digits`` section of ``--output``; ``samples_digits.png``
-    shows a grid of samples of each generator (first seed) and FD against epochs.
+    shows 36 random samples of each generator (first seed; the estimators at the default and
+    the largest budget), ``samples_digits_fd.png`` FD against epochs.
 """
 
 import argparse
@@ -146,7 +147,10 @@ def run_seed(seed, threads):
     def record(generator, samples, epochs="", fit_s=""):
         rows.append(dict(seed=seed, generator=generator, epochs=epochs, fit_s=fit_s,
                          accuracy=accuracy, **evaluate(space, X_test, samples)))
-        grids[generator] = np.clip(samples[:36], 0, 1)
+        if epochs in ("", BUDGETS[0], BUDGETS[-1]):  # a mixture samples component by component
+            shown = np.random.RandomState(seed).permutation(len(samples))[:36]
+            label = f"{generator}, {epochs} epochs" if epochs else generator
+            grids[label] = np.clip(samples[shown], 0, 1)
     record("training images", X_train[np.random.RandomState(seed).choice(len(X_train), n)])
     for name, make in (("PCA + GaussianMixture", pca_gmm), ("KernelDensity on PCA", kde_pca)):
         start = time.perf_counter()
@@ -195,36 +199,40 @@ def report(rows, args, grids):
     _common.write_report(args.output, "samples-digits", "Samples: load_digits", args.threads,
                          description, ["generator", "epochs", "FD", "precision", "recall",
                                        "density", "coverage", "classes", "fit s"], table,
-                         footer="![samples of each generator, FD against epochs]"
-                                "(samples_digits.png)")
+                         footer="![FD against epochs](samples_digits_fd.png)\n\n"
+                                "![36 random samples of each generator](samples_digits.png)")
     if grids:
         plot(grids, rows, HERE / "samples_digits.png")
 
 
 def plot(grids, rows, path):
+    """The sample grids, four to a row, and FD against epochs in a figure of its own."""
     import matplotlib.pyplot as plt
     plt.switch_backend("Agg")
     names = list(grids)
-    fig = plt.figure(figsize=(3 * len(names) + 4, 3.6))
-    panels = fig.subfigures(1, 2, width_ratios=[3 * len(names), 4])
-    for sub, name in zip(panels[0].subfigures(1, len(names)), names):
+    n_rows = -(-len(names) // 4)
+    fig = plt.figure(figsize=(12, 3.2 * n_rows))
+    for sub, name in zip(fig.subfigures(n_rows, 4).ravel(), names):
         axes = sub.subplots(6, 6, gridspec_kw=dict(wspace=0.05, hspace=0.05))
         for ax, image in zip(axes.ravel(), grids[name]):
             ax.imshow(image.reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
             ax.set_axis_off()
-        sub.suptitle(name, fontsize=9)
-    ax = panels[1].subplots()
+        sub.suptitle(name, fontsize=10)
+    fig.savefig(path, dpi=80)
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     for name in ("GLF", "LFP", "GLF codes + GaussianMixture"):
         epochs = sorted({int(r["epochs"]) for r in rows if r["generator"] == name})
         ax.plot(epochs, [np.mean([float(r["fd"]) for r in rows if r["generator"] == name
                                   and int(r["epochs"]) == e]) for e in epochs], "o-", label=name)
-    for name, style in (("PCA + GaussianMixture", "--"), ("training images", ":")):
+    for name, style in (("PCA + GaussianMixture", "--"), ("KernelDensity on PCA", "-."),
+                        ("training images", ":")):
         ax.axhline(np.mean([float(r["fd"]) for r in rows if r["generator"] == name]),
                    color="gray", linestyle=style, label=name)
-    ax.set(xscale="log", yscale="log", xlabel="epochs", ylabel="FD (lower is better)")
-    ax.legend(fontsize=7)
-    fig.savefig(path, dpi=80)
-    print(f"wrote {path}")
+    ax.set(xscale="log", yscale="log", xlabel="epochs", ylabel="FD (lower is better)",
+           title="load_digits: FD of samples against training epochs")
+    ax.legend(fontsize=8)
+    fig.savefig(path.with_name(path.stem + "_fd.png"), dpi=80)
+    print(f"wrote {path} and its _fd figure")
 
 
 def main(argv=None):

@@ -176,11 +176,11 @@ def run_seed(seed, threads):
 # ---------------------------------------------------------------- the report
 def report(rows, args, grids):
     seeds = sorted({int(r["seed"]) for r in rows})
-    keys = list(dict.fromkeys((r["generator"], r["epochs"]) for r in rows))
+    keys = list(dict.fromkeys((r["generator"], str(r["epochs"])) for r in rows))
     metrics = ("fd", "precision", "recall", "density", "coverage", "classes")
     table = []
     for generator, epochs in keys:
-        mine = [r for r in rows if r["generator"] == generator and r["epochs"] == epochs]
+        mine = [r for r in rows if r["generator"] == generator and str(r["epochs"]) == epochs]
         fit = [float(r["fit_s"]) for r in mine if r["fit_s"] not in ("", None)]
         table.append([generator, epochs or "", *(
             f"{np.mean([float(r[m]) for r in mine]):.{3 if m == 'fd' else 2}f}"

@@ -137,7 +137,8 @@ class DetectorMixin:
         """:func:`lof_fit` of the training codes with ``k`` neighbours (one for the reference
         of new rows, one for each held-out fold's)."""
         def fit():
-            return tuple(t.numpy() for t in lof_fit(self._training_codes(torch.device("cpu")), k))
+            codes = self._training_codes(torch.device("cpu"))
+            return tuple(t.numpy() for t in lof_fit(codes, k))
         fold = self.__dict__.get("_scoring_fold")
         fitted = self._derived(("lof", fold), (self._scoring_key(codes_only=True), k), fit)
         return tuple(torch.as_tensor(a, device=device) for a in fitted)

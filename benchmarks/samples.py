@@ -20,9 +20,10 @@ What it measures
     by the PCA; ``KernelDensity`` on ``PCA(15)`` with its bandwidth chosen by ``GridSearchCV``
     (scikit-learn's own digits example); both estimators at their defaults with
     ``image_shape=(1, 8, 8)`` along their training budget (``max_iter`` epochs, continued by
-    ``warm_start``), and the same fitted GLF with a ``GaussianMixture(10)`` fitted to its
-    codes afterwards and decoded by ``inverse_transform`` (the GLF paper's comparison: the flow
-    earns its place by beating it).
+    ``warm_start``), the same fitted GLF with a ``GaussianMixture(10)`` fitted to its codes
+    afterwards and decoded by ``inverse_transform`` (the GLF paper's comparison: the flow
+    earns its place by beating it), and a VAE of GLF's networks along the same budgets (the
+    paper's convergence claim is against it).
 
 How to run
     python benchmarks/samples.py --seeds 0 1 2
@@ -127,6 +128,51 @@ def kde_pca(X, n, seed):
     return pca.inverse_transform(search.best_estimator_.sample(n, random_state=seed))
 
 
+class VAE:
+    """A variational autoencoder of GLF's convolutional networks (the encoder emitting a mean
+    and a log-variance per latent, the decoder ending in a sigmoid for Bernoulli pixels),
+    trained on the ELBO with GLF's optimizer and batch rule; ``sample`` decodes ``N(0, I)``.
+    The GLF paper's baseline for its convergence claim."""
+
+    def __init__(self, n_components, seed):
+        import torch
+        from torch import nn
+
+        from skflowgen.networks import make_decoder, make_encoder
+        generator = torch.Generator().manual_seed(seed)
+        self.d, self.torch, self.generator = n_components, torch, generator
+        self.encoder = make_encoder(1, 64, 2 * n_components, None, (1, 8, 8), generator)
+        self.decoder = make_decoder(1, n_components, 64, None, (1, 8, 8), generator,
+                                    final_activation=nn.Sigmoid())
+        self.optimizer = torch.optim.Adam([*self.encoder.parameters(),
+                                           *self.decoder.parameters()], lr=1e-3)
+
+    def fit(self, X, epochs):
+        torch = self.torch
+        x_all = torch.as_tensor(X, dtype=torch.float32)
+        batch = min(256, max(16, len(X) // 32))  # GLF's batch_size='auto' on images
+        for _ in range(epochs):
+            for rows in torch.randperm(len(X), generator=self.generator).split(batch):
+                x = x_all[rows]
+                mean, log_var = self.encoder(x)[0].chunk(2, dim=-1)
+                z = mean + (0.5 * log_var).exp() * torch.randn(mean.shape,
+                                                                generator=self.generator)
+                x_hat = self.decoder(z[None])[0]
+                recon = torch.nn.functional.binary_cross_entropy(x_hat, x, reduction="none")
+                kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(dim=-1)
+                loss = (recon.sum(dim=-1) + kl).mean()
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+        return self
+
+    def sample(self, n):
+        torch = self.torch
+        with torch.no_grad():
+            z = torch.randn((1, n, self.d), generator=self.generator)
+            return self.decoder(z)[0].numpy()
+
+
 def codes_gmm(model, X, n, seed):
     """A ``GaussianMixture(10)`` on the model's codes of ``X``, decoded by the model."""
     gmm = GaussianMixture(10, random_state=seed).fit(model.transform(X))
@@ -156,6 +202,12 @@ def run_seed(seed, threads):
         start = time.perf_counter()
         samples = make(X_train, n, seed)
         record(name, samples, fit_s=time.perf_counter() - start)
+    vae, fit_s, done = VAE(20, seed), 0.0, 0  # GLF's latent size on 64 pixels
+    for budget in BUDGETS:
+        start = time.perf_counter()
+        vae.fit(X_train, budget - done)
+        fit_s, done = fit_s + time.perf_counter() - start, budget
+        record("VAE, the same networks", vae.sample(n), budget, fit_s)
     for name, cls in (("GLF", GenerativeLatentFlow), ("LFP", LangevinFlowPriorGenerator)):
         model, fit_s, done = cls(image_shape=(1, 8, 8), random_state=seed), 0.0, 0
         for budget in BUDGETS:
@@ -220,7 +272,7 @@ def plot(grids, rows, path):
         sub.suptitle(name, fontsize=10)
     fig.savefig(path, dpi=80)
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    for name in ("GLF", "LFP", "GLF codes + GaussianMixture"):
+    for name in ("GLF", "LFP", "GLF codes + GaussianMixture", "VAE, the same networks"):
         epochs = sorted({int(r["epochs"]) for r in rows if r["generator"] == name})
         ax.plot(epochs, [np.mean([float(r["fd"]) for r in rows if r["generator"] == name
                                   and int(r["epochs"]) == e]) for e in epochs], "o-", label=name)

@@ -253,12 +253,13 @@ def report(rows, args, grids):
                                        "density", "coverage", "classes", "fit s"], table,
                          footer="![FD against epochs](samples_digits_fd.png)\n\n"
                                 "![36 random samples of each generator](samples_digits.png)")
-    if grids:
-        plot(grids, rows, HERE / "samples_digits.png")
+    plot_fd(rows, HERE / "samples_digits_fd.png")
+    if grids:  # the samples themselves: only when the first seed ran in this call
+        plot_grids(grids, HERE / "samples_digits.png")
 
 
-def plot(grids, rows, path):
-    """The sample grids, four to a row, and FD against epochs in a figure of its own."""
+def plot_grids(grids, path):
+    """The sample grids, four to a row."""
     import matplotlib.pyplot as plt
     plt.switch_backend("Agg")
     names = list(grids)
@@ -271,7 +272,14 @@ def plot(grids, rows, path):
             ax.set_axis_off()
         sub.suptitle(name, fontsize=10)
     fig.savefig(path, dpi=80)
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    print(f"wrote {path}")
+
+
+def plot_fd(rows, path):
+    """FD against epochs, beside the generators without a training budget."""
+    import matplotlib.pyplot as plt
+    plt.switch_backend("Agg")
+    fig, ax = plt.subplots(figsize=(8.5, 4), layout="constrained")
     for name in ("GLF", "LFP", "GLF codes + GaussianMixture", "VAE, the same networks"):
         epochs = sorted({int(r["epochs"]) for r in rows if r["generator"] == name})
         ax.plot(epochs, [np.mean([float(r["fd"]) for r in rows if r["generator"] == name
@@ -282,9 +290,9 @@ def plot(grids, rows, path):
                    color="gray", linestyle=style, label=name)
     ax.set(xscale="log", yscale="log", xlabel="epochs", ylabel="FD (lower is better)",
            title="load_digits: FD of samples against training epochs")
-    ax.legend(fontsize=8)
-    fig.savefig(path.with_name(path.stem + "_fd.png"), dpi=80)
-    print(f"wrote {path} and its _fd figure")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.savefig(path, dpi=80)
+    print(f"wrote {path}")
 
 
 def main(argv=None):

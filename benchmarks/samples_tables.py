@@ -6,8 +6,8 @@ What it measures
     many rows as the test split holds. A classifier two-sample test (Lopez-Paz and Oquab,
     ICLR 2017): ``HistGradientBoostingClassifier`` tells the test rows (label 0) from the
     samples (label 1); reported is its 5-fold cross-validated AUROC, 0.5 when the two cannot
-    be told apart and 1.0 when every sample gives itself away. Generators: the training rows
-    themselves (the floor), ``GaussianMixture`` with full covariances and its number of
+    be told apart and 1.0 when every sample gives itself away. Generators: training rows
+    drawn without replacement (the floor), ``GaussianMixture`` with full covariances and its number of
     components (1 to 10) chosen by BIC, and both estimators at their defaults.
 
 How to run
@@ -65,7 +65,7 @@ def run_one(path, seed, threads):
     for generator in GENERATORS:
         n_components = ""
         if generator == "training rows":
-            fake = X_train[np.random.RandomState(seed).choice(len(X_train), n)]
+            fake = X_train[np.random.RandomState(seed).choice(len(X_train), n, replace=False)]
         elif generator.startswith("GaussianMixture"):
             fake, n_components = gmm_bic(X_train, n, seed)
         else:

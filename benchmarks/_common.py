@@ -4,6 +4,7 @@ timing, machine description, Markdown tables and the sectioned ``RESULTS.md``.
 Not a benchmark itself; imported by the benchmark scripts.
 """
 
+import csv
 import datetime
 import os
 import platform
@@ -259,3 +260,28 @@ def write_report(output, name, title, threads, description, header, rows, footer
                       markdown_table(header, rows), *([ "", footer] if footer else [])])
     print(body)
     replace_section(output, name, body)
+
+
+def run_resumable(raw, fields, tasks, run, row_task, n_jobs=1, resume=False):
+    """Every row: ``run(*task)`` (a list of row dicts) for each of ``tasks`` in ``n_jobs``
+    processes, the ``fields`` of the rows written to the CSV ``raw`` as each task ends (other
+    keys, such as arrays for a figure, stay in the rows returned). With ``resume``, the rows
+    already in ``raw`` are kept and the tasks they cover (``row_task(row) == task``) skipped."""
+    from joblib import Parallel, delayed
+    done = []
+    if resume and Path(raw).exists():
+        with open(raw) as f:
+            done = list(csv.DictReader(f))
+    covered = {row_task(row) for row in done}
+    todo = [task for task in tasks if task not in covered]
+    with open(raw, "w", newline="") as f:
+        writer = csv.DictWriter(f, fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(done)
+        for task, rows in zip(todo, Parallel(n_jobs=n_jobs, return_as="generator")(
+                delayed(run)(*task) for task in todo)):
+            writer.writerows(rows)
+            f.flush()
+            done += rows
+            print(f"{task} done", flush=True)
+    return done

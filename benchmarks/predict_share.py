@@ -25,10 +25,10 @@ import argparse
 import csv
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
 from sklearn.datasets import load_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -171,24 +171,12 @@ def main(argv=None):
                         help="estimator parameters set before fitting, 'validation_fraction=0.3'")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    done = []
-    if args.resume and args.raw.exists():
-        with open(args.raw) as f:
-            done = list(csv.DictReader(f))
     glf = f"glf[{args.params}]" if args.params else "glf"
-    have = {(r["dataset"], int(r["seed"])) for r in done if r["detector"] == glf}
-    tasks = [(name, seed) for name in args.datasets for seed in args.seeds
-             if (name, seed) not in have]
-    with open(args.raw, "w", newline="") as f:
-        writer = csv.DictWriter(f, RAW_FIELDS)
-        writer.writeheader()
-        writer.writerows(done)
-        for result in Parallel(n_jobs=args.n_jobs, return_as="generator")(
-                delayed(run_one)(args.data_dir, name, seed, args.threads, args.params) for name, seed in tasks):
-            writer.writerows(result)
-            f.flush()
-            done += result
-            print(f"{result[0]['dataset']} seed {result[0]['seed']} done", flush=True)
+    done = _common.run_resumable(
+        args.raw, RAW_FIELDS, [(name, seed) for name in args.datasets for seed in args.seeds],
+        partial(run_one, args.data_dir, threads=args.threads, params=args.params),
+        lambda r: (r["dataset"], int(r["seed"])) if r["detector"] == glf else None,
+        args.n_jobs, args.resume)
     wanted = {(name, seed) for name in args.datasets for seed in args.seeds}
     report([r for r in done if (r["dataset"], int(r["seed"])) in wanted], args)
 

@@ -35,10 +35,10 @@ How to run
 """
 
 import argparse
-import csv
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +180,8 @@ def codes_gmm(model, X, n, seed):
 
 
 def run_seed(seed, threads):
-    """The raw rows of one seed, and the samples of every generator at its largest budget."""
+    """The raw rows of one seed; a row shown in the figure carries 36 random samples
+    (``grid``, not written to the raw file)."""
     limits = _common.limit_threads(threads)  # noqa: F841 (kept alive for the run)
     from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
     X, y = load_digits(return_X_y=True)
@@ -188,15 +189,14 @@ def run_seed(seed, threads):
                                                         stratify=y, random_state=seed)
     space = FeatureSpace(X_train, y_train, seed)
     accuracy = float(np.mean(space.classes(X_test) == y_test))
-    n, rows, grids = len(X_test), [], {}
+    n, rows = len(X_test), []
 
     def record(generator, samples, epochs="", fit_s=""):
         rows.append(dict(seed=seed, generator=generator, epochs=epochs, fit_s=fit_s,
                          accuracy=accuracy, **evaluate(space, X_test, samples)))
         if epochs in ("", BUDGETS[0], BUDGETS[-1]):  # a mixture samples component by component
             shown = np.random.RandomState(seed).permutation(len(samples))[:36]
-            label = f"{generator}, {epochs} epochs" if epochs else generator
-            grids[label] = np.clip(samples[shown], 0, 1)
+            rows[-1]["grid"] = np.clip(samples[shown], 0, 1)
     record("training images", X_train[np.random.RandomState(seed).choice(len(X_train), n)])
     for name, make in (("PCA + GaussianMixture", pca_gmm), ("KernelDensity on PCA", kde_pca)):
         start = time.perf_counter()
@@ -222,11 +222,11 @@ def run_seed(seed, threads):
             if name == "GLF":
                 record("GLF codes + GaussianMixture", codes_gmm(model, X_train, n, seed),
                        budget, fit_s)
-    return rows, grids
+    return rows
 
 
 # ---------------------------------------------------------------- the report
-def report(rows, args, grids):
+def report(rows, args):
     seeds = sorted({int(r["seed"]) for r in rows})
     keys = list(dict.fromkeys((r["generator"], str(r["epochs"])) for r in rows))
     metrics = ("fd", "precision", "recall", "density", "coverage", "classes")
@@ -254,6 +254,8 @@ def report(rows, args, grids):
                          footer="![FD against epochs](samples_digits_fd.png)\n\n"
                                 "![36 random samples of each generator](samples_digits.png)")
     plot_fd(rows, HERE / "samples_digits_fd.png")
+    grids = {f"{r['generator']}, {r['epochs']} epochs" if r["epochs"] else r["generator"]:
+             r["grid"] for r in rows if "grid" in r and int(r["seed"]) == min(args.seeds)}
     if grids:  # the samples themselves: only when the first seed ran in this call
         plot_grids(grids, HERE / "samples_digits.png")
 
@@ -304,24 +306,10 @@ def main(argv=None):
     parser.add_argument("--raw", type=Path, default=HERE / "samples_raw.csv")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    from joblib import Parallel, delayed
-    done = list(csv.DictReader(open(args.raw))) if args.resume and args.raw.exists() else []
-    todo = [s for s in args.seeds if s not in {int(r["seed"]) for r in done}]
-    grids = {}
-    with open(args.raw, "w", newline="") as f:
-        writer = csv.DictWriter(f, RAW_FIELDS)
-        writer.writeheader()
-        writer.writerows(done)
-        for seed, (rows, seed_grids) in zip(todo, Parallel(
-                n_jobs=args.n_jobs, return_as="generator")(
-                delayed(run_seed)(seed, args.threads) for seed in todo)):
-            writer.writerows(rows)
-            f.flush()
-            done += rows
-            if seed == min(args.seeds):
-                grids = seed_grids
-            print(f"seed {seed} done", flush=True)
-    report([r for r in done if int(r["seed"]) in args.seeds], args, grids)
+    done = _common.run_resumable(args.raw, RAW_FIELDS, [(s,) for s in args.seeds],
+                                 partial(run_seed, threads=args.threads),
+                                 lambda r: (int(r["seed"]),), args.n_jobs, args.resume)
+    report([r for r in done if int(r["seed"]) in args.seeds], args)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,12 @@ How to run
 """
 
 import argparse
-import csv
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import cross_val_score
@@ -112,21 +111,12 @@ def main(argv=None):
     parser.add_argument("--raw", type=Path, default=HERE / "samples_tables_raw.csv")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    done = list(csv.DictReader(open(args.raw))) if args.resume and args.raw.exists() else []
-    have = {(r["dataset"], int(r["seed"])) for r in done}
     paths = _common.list_datasets(args.data_dir, args.datasets)
-    todo = [(p, s) for p in paths for s in args.seeds
-            if (_common.dataset_name(p), s) not in have]
-    with open(args.raw, "w", newline="") as f:
-        writer = csv.DictWriter(f, RAW_FIELDS)
-        writer.writeheader()
-        writer.writerows(done)
-        for rows in Parallel(n_jobs=args.n_jobs, return_as="generator")(
-                delayed(run_one)(p, s, args.threads) for p, s in todo):
-            writer.writerows(rows)
-            f.flush()
-            done += rows
-            print(f"{rows[0]['dataset']} seed {rows[0]['seed']} done", flush=True)
+    by_name = {_common.dataset_name(p): p for p in paths}
+    done = _common.run_resumable(
+        args.raw, RAW_FIELDS, [(p, s) for p in paths for s in args.seeds],
+        partial(run_one, threads=args.threads),
+        lambda r: (by_name.get(r["dataset"]), int(r["seed"])), args.n_jobs, args.resume)
     wanted = {(_common.dataset_name(p), s) for p in paths for s in args.seeds}
     report([r for r in done if (r["dataset"], int(r["seed"])) in wanted], args)
 

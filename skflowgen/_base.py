@@ -59,7 +59,7 @@ COMMON_PARAMETERS_DOC = """\
         rows by; ``skflowgen.scores`` says what each estimates and when to choose it.
         ``'marginal'``: an importance-sampled ``log p(x)``; ``'joint'``: the papers' log
         joint ``log p(x, z~)`` at the inferred latent ``z~``; ``'knn'`` and ``'lof'``: the
-        local density of ``z~`` among the codes of the training rows. ``'auto'``:
+        local density of ``z~`` among the codes of the rows the model keeps. ``'auto'``:
         ``'lof'`` with ``image_shape``, ``'%(table_score_method)s'`` on tables.
         :meth:`score` (model selection) uses the marginal whatever this says.
         %(score_method_evidence)s
@@ -398,12 +398,12 @@ class BaseLatentFlow(DetectorMixin, ClassNamePrefixFeaturesOutMixin, Transformer
             optimizer.load_state_dict(optimizer.state_dict())
         generator = torch_generator(seeds[1], device)
         X_train, X_held = self._split_held_out(X, generator)
-        x_train = self._to_model(torch.as_tensor(np.asarray(X_train, dtype=np.float32),
-                                                 device=device))
-        x_val = None
-        if self.early_stopping:
-            x_val = self._to_model(torch.as_tensor(np.asarray(X_held, dtype=np.float32),
-                                                   device=device))
+
+        def to_model(rows):
+            return self._to_model(torch.as_tensor(np.asarray(rows, dtype=np.float32),
+                                                  device=device))
+        x_train = to_model(X_train)
+        x_val = to_model(X_held) if self.early_stopping else None
         try:
             self._train(x_train, x_val, generator)
         finally:

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
-from ._base import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, BaseLatentFlow, adam
+from ._base import BaseLatentFlow
+from ._docs import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC
+from ._training import adam
 from .networks import make_decoder, make_encoder
 
 
@@ -52,8 +54,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
     ``batch_size='auto'``'s share the flow's steps: the autoencoder steps on
     each batch, the flow once per group of consecutive batches of about the
     'auto' size, on all of their codes. The flow so takes as many steps
-    whatever the batch size, and a fit at ``batch_size=32`` costs half as
-    much (benchmarks/RESULTS.md, "Speed").
+    whatever the batch size, and a fit at a small ``batch_size`` costs less
+    (benchmarks/RESULTS.md, "Speed").
 
     Sampling is ``G(f^{{-1}}(u))``, ``u ~ N(0, I)``; ``score_samples`` is the
     log joint of the vanishing-noise model, ``log N(x; G(E(x)), sigma^2 I) +
@@ -102,7 +104,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
     Attributes
     ----------
     encoder_, decoder_ : torch.nn.Module
-        The fitted autoencoder.
+        The fitted autoencoder: ``E`` gives the code of a row (``transform``), ``G``
+        decodes it. LFP's ``encoder_`` is the same network in an other role (see there).
 {COMMON_ATTRIBUTES_DOC}
 
     See Also

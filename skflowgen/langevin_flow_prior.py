@@ -10,23 +10,26 @@ import numbers
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, BaseLatentFlow, adam
+from ._auto import _TABLE_INFERENCE_STEPS
+from ._base import BaseLatentFlow
+from ._docs import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC
+from ._training import adam
 from .langevin import langevin
 from .networks import make_decoder, make_encoder
 
-# Persistent chains advance this many training rows at a time: on a CPU core one Langevin step
-# of 1,024 rows cost 1.5 times one of 256 rows and 2.6 times one of 32 (small steps are
-# dominated by fixed costs), and the rows' latents lag the weights by at most 1,024 rows.
+# Persistent chains advance this many training rows at a time: a Langevin step of many rows
+# costs little more than one of a batch's (small steps are dominated by fixed costs;
+# benchmarks/RESULTS.md, "Speed, batch auto"), and the rows' latents lag the weights by at
+# most this many rows.
 _CHAIN_ROWS = 1024
 
 
 _TABLE_SCORE = "marginal"  # what score_method='auto' means on tables
-_TABLE_INFERENCE_STEPS = 2  # what inference_steps='auto' means on tables
 
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
-    n_importance_samples=8, n_importance_samples_evidence="LFP's default: on the 18 "
-    "ADBench sets 8 draws\n        (after two inference steps) ranked anomalies within 0.1 "
-    "AUROC points of 128, 4\n        draws 0.3 below (benchmarks/RESULTS.md, \"LFP inference\").",
+    n_importance_samples=8, n_importance_samples_evidence="LFP's default: on the ADBench "
+    "sets 8 draws (after\n        two inference steps) ranked anomalies as 128 did, 4 "
+    "lower (benchmarks/RESULTS.md,\n        \"LFP inference on ADBench\").",
     table_score_method=_TABLE_SCORE, support_fraction=None, n_estimators=1, covariance_type="spherical",
     covariance_type_evidence="LFP's default: with feature scaling, one shared variance ranked "
     "the\n        anomalies of the 18 ADBench sets better (benchmarks/RESULTS.md, \"Feature "
@@ -96,10 +99,9 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         sigma 0.3 is about 1.1 here.
     n_steps : int, default=10
         Langevin steps K of a training chain's first visit (every visit with
-        ``persistent_steps=None``; the paper: 20). On the 18 ADBench sets 10 ranked
-        anomalies as 20 did (83.04 against 83.02 mean AUROC) with a first epoch of
-        twice an ordinary one's chain steps, not four; 5 lost 5 to 8 AUROC points on
-        skin (benchmarks/RESULTS.md, "LFP inference").
+        ``persistent_steps=None``; the paper: 20). On the ADBench sets 10 ranked
+        anomalies as 20 did for half the first epoch's chain steps, and 5 lost
+        ground on single sets (benchmarks/RESULTS.md, "LFP inference on ADBench").
     persistent_steps : int or None, default=5
         An int k: persistent training chains, as in alternating back-propagation (Han et
         al., AAAI 2017): each training row keeps its latent; its first visit (the first
@@ -113,15 +115,14 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         detection" and "Speed").
     inference_steps : int or 'auto', default='auto'
         Noise-free Langevin steps of every inference after ``fit`` (``transform``,
-        ``score_samples``, ``impute``, ``score``). ``'auto'``: {_TABLE_INFERENCE_STEPS} on tables, ``n_steps``
-        with ``image_shape``. On tables, from the encoder's proposal, two steps (with 8
-        importance draws) ranked the anomalies of the 18 ADBench sets within 0.3 AUROC
-        points of 20 steps from ``z = 0`` (with 128 draws, the former default) at a small
-        fraction of the cost; from ``z = 0`` two steps moved single sets by 5 points or
-        more. On images the ``'lof'`` score of the codes wants codes nearer the posterior
-        mode: on ``load_digits`` 2, 5, 10 and 20 steps gave 91.8, 93.2, 93.8 and 93.6 mean
-        AUPRC (benchmarks/RESULTS.md, "LFP inference"). Raise it for latents closer to the
-        mode (``transform``, ``impute``).
+        ``score_samples``, ``impute``, ``score``). ``'auto'``: {_TABLE_INFERENCE_STEPS} on
+        tables, ``n_steps`` with ``image_shape``. On tables, from the encoder's proposal, two
+        steps (with 8 importance draws) ranked the anomalies of the ADBench sets about as
+        20 steps from ``z = 0`` did, at a small fraction of the cost, where two steps from
+        ``z = 0`` moved single sets far. On images the ``'lof'`` score of the codes wants
+        codes nearer the posterior mode (benchmarks/RESULTS.md, "LFP inference on ADBench"
+        and "Images: load_digits"). Raise it for latents closer to the mode
+        (``transform``, ``impute``).
     chain_init : {{'encoder', 'prior'}}, default='encoder'
         Where chains start: ``'encoder'``, the proposal ``q(x)`` of the inference
         network ``encoder_`` fitted to the training chains' latents; ``'prior'``, a
@@ -141,7 +142,9 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     encoder_ : torch.nn.Module
         The inference network ``q``: rows (n, n_features) to proposed latents
         (n_estimators, n, n_components_), the start of every chain with
-        ``chain_init='encoder'``.
+        ``chain_init='encoder'``. It is GLF's ``encoder_`` in form (the same network, rows
+        to codes) but not in role: here it only proposes, and the Langevin steps on
+        ``log p(x, z)`` give the code, where GLF's code is its encoder's output.
 {COMMON_ATTRIBUTES_DOC}
 
     See Also
@@ -206,10 +209,6 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         self.inference_steps = inference_steps
         self.chain_init = chain_init
 
-    @property
-    def _fits_noise(self):
-        return self.sigma == "auto"
-
     def _initial_noise_variance(self):
         return super()._initial_noise_variance() if self._fits_noise else self.sigma ** 2
 
@@ -240,14 +239,6 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
                         self._inference_steps if n_steps is None else n_steps,
                         self.step_size * self._posterior_scale(), noise,
                         max_drift=10 * self.flow_.radius().detach())
-
-    @property
-    def _inference_steps(self):
-        """``inference_steps`` with ``'auto'`` resolved: ``_TABLE_INFERENCE_STEPS`` on
-        tables, ``n_steps`` with ``image_shape``."""
-        if self.inference_steps != "auto":
-            return self.inference_steps
-        return self.n_steps if self.image_shape is not None else _TABLE_INFERENCE_STEPS
 
     def _chain_start(self, x, mask):
         """Where a chain starts: the encoder's proposal ``q(x)`` (missing entries at 0 in the

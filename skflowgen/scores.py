@@ -28,10 +28,9 @@ depends on its chunk), and returns each member's score (n_members, n), higher = 
   rank images by how simple they are (Nalisnick et al. 2019), and an unseen kind of image
   lands away from the training codes even where the flow's density is high. On images, where
   the two likelihoods above rank simple pictures as normal, it ranked held-out digits of
-  ``load_digits`` best of these scores (GLF 96.6 mean AUPRC against 94.1 for ``'lof'``) and
-  held-out Fashion-MNIST classes below ``'lof'`` (55.0 against 58.7, measured before
-  ``offset_`` took rows out of training), below LOF on the pixels too (benchmarks/RESULTS.md,
-  "Images: load_digits" and "Images: Fashion-MNIST").
+  ``load_digits`` best of these scores and held-out Fashion-MNIST classes below ``'lof'``
+  and below LOF on the pixels (benchmarks/RESULTS.md, "Images: load_digits" and
+  "Images: Fashion-MNIST").
 - ``'lof'``: minus the local outlier factor of the inferred code among the same training
   codes (Breunig et al. 2000; ``LocalOutlierFactor(n_neighbors=5, novelty=True)
   .score_samples`` on the codes): the mean ratio of the local densities of the code's
@@ -40,8 +39,7 @@ depends on its chunk), and returns each member's score (n_members, n), higher = 
   an inlier. The default on images (``score_method='auto'`` with ``image_shape``): the one
   score of these ahead of LOF on the pixels on both image tasks (Fashion-MNIST: first of the
   package's scores; ``load_digits``: second to ``'knn'``). Its 5 neighbours, those of
-  ``'knn'``, led 10 and 20 on ``load_digits`` by 1 to 4 points and trailed 10 on
-  Fashion-MNIST by 0.4 to 1.1 (same sections).
+  ``'knn'``, were chosen against 10 and 20 on both tasks (same sections).
 
 The codes of the training rows that ``'knn'`` and ``'lof'`` compare with, and the neighbour
 search itself, live in :mod:`skflowgen.outlier`: a held-out row, like any new row, is never

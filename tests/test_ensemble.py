@@ -10,7 +10,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
-from skflowgen._base import torch_generator
+from skflowgen._training import torch_generator
 from skflowgen.scores import SCORES
 
 from .conftest import TINY

@@ -1,0 +1,80 @@
+"""Every ``'auto'`` and None parameter value resolved, in one place.
+
+A parameter keeps the value it was given (scikit-learn's rule: ``get_params`` returns what
+the user set); the estimators read the resolved value from here, at the time of use, from
+the other parameters and the data's shape. Each estimator names its own table score
+(``_table_score_method``); the evidence behind each rule is cited in the parameter's
+docstring.
+"""
+
+import warnings
+
+import torch
+
+_TABLE_INFERENCE_STEPS = 2  # LFP's inference_steps='auto' on tables
+
+
+def resolve_device(device):
+    """Map ``'auto' | 'cpu' | 'cuda[:k]'`` to a :class:`torch.device`; fall back to the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]'; got {device!r}.") from exc
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]'; got {device!r}.")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(f"device={device!r} but CUDA is not available; using the CPU.",
+                      UserWarning, stacklevel=3)
+        return torch.device("cpu")
+    return resolved
+
+
+def auto_batch_size(n_rows, steps=10):
+    """``batch_size='auto'``: ``min(256, max(16, n_rows // steps))`` rows, ``steps`` or more
+    optimizer steps an epoch."""
+    return min(256, max(16, n_rows // steps))
+
+
+class ResolvedParameters:
+    """The resolved values of the ``'auto'`` and None parameters of both estimators."""
+
+    _table_score_method = None  # what score_method='auto' means on tables: each estimator's
+
+    def _resolved_n_components(self, n_features):
+        """``n_components=None``: ``min(20, max(1, n_features // 2))``."""
+        if self.n_components is not None:
+            return self.n_components
+        return min(20, max(1, n_features // 2))
+
+    def _auto_batch_size(self, n_rows):
+        """``batch_size='auto'`` for ``n_rows`` training rows: 10 or more steps an epoch on
+        tables, 32 or more with ``image_shape``."""
+        return auto_batch_size(n_rows, 10 if self.image_shape is None else 32)
+
+    def _batch_size(self, n_rows):
+        """Rows per training batch of ``n_rows`` training rows."""
+        return self.batch_size if self.batch_size != "auto" else self._auto_batch_size(n_rows)
+
+    @property
+    def _score_method(self):
+        """``score_method='auto'``: ``'lof'`` with ``image_shape``, the estimator's
+        ``_table_score_method`` on tables."""
+        if self.score_method != "auto":
+            return self.score_method
+        return "lof" if self.image_shape is not None else self._table_score_method
+
+    @property
+    def _inference_steps(self):
+        """LFP's ``inference_steps='auto'``: ``_TABLE_INFERENCE_STEPS`` on tables, ``n_steps``
+        with ``image_shape``."""
+        if self.inference_steps != "auto":
+            return self.inference_steps
+        return self.n_steps if self.image_shape is not None else _TABLE_INFERENCE_STEPS
+
+    @property
+    def _fits_noise(self):
+        """Whether the noise variance is fitted by maximum likelihood: always for GLF, with
+        LFP's ``sigma='auto'`` (a float fixes it)."""
+        return getattr(self, "sigma", "auto") == "auto"

@@ -1,0 +1,146 @@
+"""The docstring parts both estimators share: their common parameters and attributes.
+
+Each estimator fills the ``%(...)s`` slots with its own defaults and the evidence behind
+them, as citations of benchmarks/RESULTS.md sections; no figure is copied here.
+"""
+
+COMMON_PARAMETERS_DOC = """\
+    feature_scaling : {'robust', 'standard'} or None, default='robust'
+        Units the networks see: each feature centred and divided by a spread learned in
+        ``fit``. ``'robust'``: the median and the 5-95 percentile range (the full range where
+        that is 0, 1 for a constant feature), so that a feature whose bulk is packed in a
+        corner of its range (a heavy tail, or rare anomalies, stretched by ``MinMaxScaler``)
+        still carries weight, and its tail shows as large values; ``'standard'``: mean and
+        standard deviation; None: the data as given. Outputs stay in the data's units:
+        ``score_samples`` is ``log p(x)`` of the unscaled row (the log-Jacobian
+        ``-sum_j log s_j`` of the observed entries added), ``inverse_transform``, ``sample``
+        and ``impute`` map back. A fixed ``sigma`` (LFP) is in the scaled units. Ignored with
+        ``image_shape`` (a convolution shares its weights across pixels, which then keep one
+        common scale) and with ``reconstruction='bce'`` (GLF), which needs the data in
+        [0, 1]. On the ADBench sets the default ranked anomalies better than None for both
+        estimators (benchmarks/RESULTS.md, "Feature scaling and ensembles").
+    covariance_type : {'diag', 'spherical'}, default=%(covariance_type)r
+        Observation noise ``N(x; g(z), diag(sigma^2))`` fitted by maximum
+        likelihood: one variance per feature (``'diag'``, nonlinear factor
+        analysis: features the model reconstructs well weigh more), or one
+        shared variance (``'spherical'``, the papers' ``sigma^2 I``: no feature
+        can be written off as noise, nor dominate the likelihood from a variance
+        driven to its floor).
+        %(covariance_type_evidence)s
+    score_method : {'auto', 'marginal', 'joint', 'knn', 'lof'}, default='auto'
+        What :meth:`score_samples`, :meth:`decision_function` and :meth:`predict` rank
+        rows by; ``skflowgen.scores`` says what each estimates and when to choose it.
+        ``'marginal'``: an importance-sampled ``log p(x)``; ``'joint'``: the papers' log
+        joint ``log p(x, z~)`` at the inferred latent ``z~``; ``'knn'`` and ``'lof'``: the
+        local density of ``z~`` among the codes of the rows the model keeps. ``'auto'``:
+        ``'lof'`` with ``image_shape``, ``'%(table_score_method)s'`` on tables.
+        :meth:`score` (model selection) uses the marginal whatever this says.
+        %(score_method_evidence)s
+    n_importance_samples : int, default=%(n_importance_samples)r
+        Importance draws per row of the ``'marginal'`` score and of :meth:`score`:
+        ``log p(x)`` is the log of the mean of ``p(x, z_i) / q(z_i)`` over them. Its
+        cost grows with the draws (a decoder and flow pass each) and its variance
+        shrinks. %(n_importance_samples_evidence)s
+    contamination : float in (0, 0.5], default=0.1
+        Expected fraction of outliers: ``predict`` flags about this share of new rows
+        of the training distribution (``offset_``); with ``support_fraction=None`` it
+        also sets which rows each training step learns from.
+    support_fraction : float in (0, 1] or None, default=%(support_fraction)r
+        Trimmed maximum likelihood: each training step minimises the mean loss
+        (negative log-likelihood) of the ``support_fraction`` share of its batch
+        that the model finds most likely, so that rows it cannot explain, the
+        likely anomalies of an unlabeled training set, are not learned as normal
+        (the deep counterpart of :class:`~sklearn.covariance.MinCovDet`; GLF's
+        autoencoder and flow keep their rows by their own losses, the
+        reconstruction error and the NLL of the code). None uses
+        ``1 - contamination``; 1 trains on every row. %(support_fraction_evidence)s
+    n_estimators : int, default=%(n_estimators)r
+        Members of an ensemble trained together: the same networks with different initial
+        weights (and their own Langevin noise), evaluated at once along a leading member
+        dimension of every layer (one batched matrix product, not a loop over models).
+        ``score_samples`` is the mean of the members' scores (the log of the geometric
+        mean of their densities), which averages out the seed-to-seed spread of a deep
+        detector; ``transform`` concatenates the members' latents, ``inverse_transform``
+        averages the members' decodings of such a concatenation, and ``sample`` draws
+        each row from a member chosen at random (the members' mixture).
+        %(n_estimators_evidence)s
+    max_iter : int, default=10
+        Epochs of training (the most, with a ``tol``). A short budget is the default
+        because it ranks anomalies best: early on a model has learned the bulk of the
+        data and not yet its rare rows (the inlier-memorisation effect), while the
+        held-out likelihood keeps improving long after the ranking peaks
+        (benchmarks/RESULTS.md, "Ablation of the defaults"). Raise it for sampling
+        and imputation.
+    batch_size : int or 'auto', default='auto'
+        Rows per training mini-batch. ``'auto'`` trains on
+        ``min(256, max(16, n_samples // 10))`` rows, so that even a small table
+        gets ten or more steps per epoch, and with ``image_shape`` on
+        ``min(256, max(16, n_samples // 32))``: a convolutional network needs more
+        steps (benchmarks/RESULTS.md, "Images"). Evaluation (scoring, ``transform``,
+        ``sample``...) streams over chunks sized by memory instead: about 64 MiB
+        of network activations each, whatever the number of rows.
+    tol : float or None, default=None
+        Minimum improvement of the training loss (GLF: of its reconstruction
+        error; with ``early_stopping``: of the validation score) that resets
+        the ``n_iter_no_change`` count, or None: no convergence test, training runs
+        exactly ``max_iter`` epochs (a fixed budget, as with the ``tol=None`` of
+        :class:`~sklearn.linear_model.SGDOneClassSVM`) and ends without a
+        ``ConvergenceWarning``; with ``early_stopping``, the best epoch's weights
+        are kept. With a float, a fit that reaches ``max_iter`` first warns.
+    n_iter_no_change : int, default=10
+        Epochs without a ``tol`` improvement before training stops.
+    early_stopping : bool, default=False
+        Stop when the mean log-likelihood of the held-out rows stops improving and
+        keep the best weights. The log-likelihood is the estimator's table score
+        (%(table_score_method)r), whatever ``score_method`` says: the local scores
+        need the training rows' codes, which exist only once training ends.
+    validation_fraction : float in (0, 1), default=0.2
+        Fraction of the rows (at most 4,096) held out of training: ``offset_`` is the
+        ``100 * contamination`` percentile of their scores, the scores new rows get
+        (training rows score higher), and they are ``early_stopping``'s validation
+        rows. The share of new rows ``predict`` flags then strays from
+        ``contamination`` by about ``sqrt(c (1 - c) / n_held)`` with ``c = contamination``;
+        what holding rows out costs in ranking is measured in benchmarks/RESULTS.md,
+        "predict on new rows". Where it rounds to no
+        row, ``offset_`` comes from the training rows. With ``warm_start`` on the same
+        rows, keep an int ``random_state``: the same rows are held out again.
+    warm_start : bool, default=False
+        Continue from the fitted networks and optimizer state on the next fit.
+    verbose : int, default=0
+        0 is silent; 1 prints one line per epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds private :class:`torch.Generator` objects for initialisation,
+        shuffling, Langevin noise and importance sampling. Torch's global RNG
+        is never used. A fitted model scores deterministically either way; its
+        importance draws and ``sample`` draws come from a CPU generator, so that
+        it gives the same numbers on the CPU and on a GPU, up to rounding.
+    device : str, default='auto'
+        ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
+        Resolved at every call, so ``set_params(device='cpu')`` works on a
+        fitted model; a missing CUDA gives a warning and the CPU."""
+
+COMMON_ATTRIBUTES_DOC = """\
+    n_components_ : int
+        Latent dimension used (of each member).
+    flow_ : CouplingFlow
+        The latent prior of every member; ``flow_.log_prob(z)`` of latents
+        ``(n_estimators, n, n_components_)`` is the per-row log-density of each.
+    noise_variance_ : ndarray of shape (n_estimators, n_features_in_)
+        Observation noise variances ``sigma_j^2`` of ``N(x; g(z), diag(sigma^2))`` in the
+        data's units, one row per member (a single row for one member: the shape does not
+        depend on ``n_estimators``).
+    offset_ : float
+        ``score_samples`` percentile at ``100 * contamination`` over the rows held out of
+        training (``validation_fraction``), for the current parameters: after
+        ``set_params`` of one that moves a score, recomputed at first use
+        (``skflowgen.outlier``).
+    n_iter_ : int
+        Epochs run (completed epochs, if the fit was interrupted).
+    loss_curve_ : list of float
+        Mean training loss per epoch.
+    validation_scores_ : list of float or None
+        Mean held-out log-likelihood per epoch with ``early_stopping``.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when ``X`` has string column names."""

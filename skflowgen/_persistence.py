@@ -1,0 +1,48 @@
+"""Pickling: the networks and optimizer states travel as one ``torch.save`` blob beside the
+estimator's plain attributes, under a state format number that a load checks.
+"""
+
+import io
+
+import torch
+
+from ._training import torch_generator
+
+_STATE_FORMAT = 4  # 4: held-out rows set offset_; derived state follows the parameters
+
+
+class PersistenceMixin:
+    """``__getstate__`` / ``__setstate__`` of :class:`~skflowgen._base.BaseLatentFlow`."""
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: the estimator keeps its modules
+        if "flow_" not in state:
+            return state
+        buffer = io.BytesIO()
+        torch.save({
+            "modules": {n: state.pop(n).state_dict() for n in self._module_names},
+            "optimizers": [(o.state_dict(), s.state_dict()) for o, s in state.pop("_optimizers")],
+        }, buffer)
+        state["_torch_state"] = buffer.getvalue()
+        state["_state_format"] = _STATE_FORMAT
+        return state
+
+    def __setstate__(self, state):
+        blob = state.pop("_torch_state", None)
+        if blob is None:
+            super().__setstate__(state)
+            return
+        if state.pop("_state_format", None) != _STATE_FORMAT:
+            raise ValueError(f"This {type(self).__name__} was pickled by an incompatible version "
+                             "of skflowgen; refit it with the installed version.")
+        super().__setstate__(state)
+        try:
+            saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            self._build_modules(torch_generator(0, "cpu"))
+            self._optimizers = self._make_optimizers()
+            self._load_state(saved)
+        except Exception as exc:  # a corrupt or foreign blob: say what failed
+            raise ValueError(f"Could not restore the networks of this pickled "
+                             f"{type(self).__name__}: {exc}") from exc
+        for name in self._module_names:
+            getattr(self, name).eval()

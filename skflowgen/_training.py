@@ -1,0 +1,210 @@
+"""The training loop both estimators share: epochs of shuffled mini-batches, the trimmed
+loss, the convergence test and early stopping, rollback on divergence and on interruption.
+
+A model fills ``_train_step`` (one mini-batch: inference, losses, :meth:`_optimize`) and may
+hook ``_prepare_rows`` (per-row state advanced ahead of the batches, such as LFP's persistent
+chains), ``_end_epoch`` and ``_convergence_loss``.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+_MAX_ROLLBACKS = 3
+
+
+def adam(params, **kwargs):
+    """``torch.optim.Adam`` with the fused kernel: one kernel for all parameters rather than
+    a loop over tensors, which dominates the step of small networks (benchmarks/RESULTS.md,
+    "Profile: fit and inference")."""
+    return torch.optim.Adam(params, fused=True, **kwargs)
+
+
+def _clone(state):
+    """A copy of a nested state dict: tensors cloned, containers rebuilt, the rest shared
+    (immutable numbers and strings)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {key: _clone(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_clone(value) for value in state)
+    return state
+
+
+def torch_generator(seed, device):
+    """A private generator on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+class TrainingMixin:
+    """The epoch loop of :class:`~skflowgen._base.BaseLatentFlow`'s ``fit``."""
+
+    def _train(self, x_train, x_val, generator):
+        """Epoch loop: convergence test, early stopping, rollback on divergence and on Ctrl-C.
+
+        An epoch counts as good when its loss and a scoring pass at its final weights are
+        finite; otherwise the fit rolls back to the last good epoch and halves the learning
+        rates, a bounded number of times.
+        """
+        best, no_improvement, rollbacks = np.inf, 0, 0
+        good = best_state = self._state()
+        try:
+            for _ in range(self.max_iter):
+                rates = self._learning_rates()
+                stats = self._run_epoch(x_train, generator)
+                if not np.all(np.isfinite(stats)):
+                    rollbacks += 1
+                    self._load_state(good)
+                    if rollbacks > _MAX_ROLLBACKS:
+                        warnings.warn(
+                            f"Training diverged {rollbacks} times (non-finite loss); stopped "
+                            f"after {self.n_iter_} epochs with the last good weights. Lower "
+                            "learning_rate_init" + self._divergence_hint + ".",
+                            ConvergenceWarning, stacklevel=3)
+                        break
+                    self._set_learning_rates([0.5 * rate for rate in rates])
+                    warnings.warn(f"Non-finite loss in epoch {self.n_iter_ + 1}: rolled back to "
+                                  "the last good weights and halved the learning rates.",
+                                  RuntimeWarning, stacklevel=3)
+                    continue
+                self._end_epoch(stats)
+                self.n_iter_ += 1
+                self.loss_curve_.append(float(stats[0]))
+                criterion = self._convergence_loss(stats)
+                if x_val is not None:
+                    self.validation_scores_.append(float(self._score_rows(
+                        x_val, data=False, method=self._table_score_method).mean()))
+                    criterion = -self.validation_scores_[-1]
+                if self.verbose:
+                    line = f"Epoch {self.n_iter_}, loss = {self.loss_curve_[-1]:.6g}"
+                    if x_val is not None:
+                        line += f", validation score = {self.validation_scores_[-1]:.6g}"
+                    print(line)
+                good = self._state()
+                if self.tol is not None:  # None: a fixed budget of max_iter epochs
+                    improved = criterion < best - self.tol
+                    no_improvement = 0 if improved else no_improvement + 1
+                if criterion < best:
+                    best, best_state = criterion, good
+                if self.tol is not None and no_improvement >= self.n_iter_no_change:
+                    break
+            else:
+                if self.tol is not None:
+                    warnings.warn(f"Stopped at max_iter={self.max_iter} epochs without "
+                                  "converging; increase max_iter.", ConvergenceWarning,
+                                  stacklevel=3)
+        except KeyboardInterrupt:
+            self._load_state(good)
+            warnings.warn(f"Fit interrupted: keeping the weights of the last completed epoch "
+                          f"(n_iter_={self.n_iter_}).", RuntimeWarning, stacklevel=3)
+        if x_val is not None:
+            self._load_state(best_state)
+        for name in self._module_names:
+            getattr(self, name).eval()
+
+    _divergence_hint = ""
+
+    # Attributes that live only during a fit (per-row or per-group training state); dropped
+    # when training ends, however it ends.
+    _fit_state = ()
+
+    def _run_epoch(self, x, generator):
+        """One pass over shuffled mini-batches (each :meth:`_lookahead_rows` of them first
+        handed to :meth:`_prepare_rows`), then a scoring pass of the last batch at the final
+        weights (a step can leave weights that only fail on the next forward pass). The only
+        host sync is at the end."""
+        for name in self._module_names:
+            getattr(self, name).train()
+        perm = torch.randperm(len(x), generator=generator, device=x.device)
+        batch_size = self._batch_size(len(x))
+        lookahead = self._lookahead_rows(batch_size, len(x))
+        totals = 0
+        for start in range(0, len(x), batch_size):
+            if start % lookahead == 0:
+                self._prepare_rows(x, perm[start:start + lookahead], generator)
+            rows = perm[start:start + batch_size]
+            xb = x[rows]
+            totals = totals + self._train_step(*self._observed(xb), generator, rows) * len(xb)
+        for _, scheduler in self._optimizers:
+            scheduler.step()
+        with torch.no_grad():
+            x_last, mask = self._observed(xb)
+            probe = self._log_joint(x_last, mask, self._infer_latent(x_last, mask)).sum()
+        return torch.cat([totals / len(x), probe[None]]).cpu().numpy()
+
+    def _lookahead_rows(self, batch_size, n_rows):
+        """Rows (a multiple of ``batch_size``) that :meth:`_prepare_rows` gets at a time,
+        of the ``n_rows`` of an epoch."""
+        return batch_size
+
+    def _prepare_rows(self, x, rows, generator):
+        """Hook before the training steps on ``x[rows]``, the next rows of the epoch's
+        shuffle: per-row state a model keeps (LFP's persistent chains) is advanced here,
+        for many batches at once."""
+
+    def _optimize(self, *losses, optimizers=None):
+        """One step of ``optimizers`` (default: every network's) on the sum of the trimmed
+        means of the per-row ``losses`` (each (n_members, n), n free to differ): for each
+        member, the mean over the ``support_fraction`` share of the rows with its lowest
+        loss (least trimmed squares; None keeps ``1 - contamination``). The members' means
+        are summed, so each member follows its own gradient. Returns the untrimmed mean of
+        the first."""
+        support = (1 - self.contamination if self.support_fraction is None
+                   else self.support_fraction)
+        loss = 0
+        for rows in losses:
+            kept = max(1, math.ceil(support * rows.shape[-1]))
+            kept_rows = rows if kept == rows.shape[-1] else \
+                torch.topk(rows, kept, dim=-1, largest=False, sorted=False).values
+            loss = loss + kept_rows.mean(dim=-1).sum()
+        optimizers = [o for o, _ in self._optimizers] if optimizers is None else optimizers
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+        return losses[0].detach().mean()
+
+    def _convergence_loss(self, stats):
+        """The epoch quantity whose stalling stops training: the mean loss."""
+        return float(stats[0])
+
+    def _end_epoch(self, stats):
+        """Refit each ``sigma_j^2`` by maximum likelihood from the epoch's residuals.
+
+        ``stats`` starts with the epoch mean of ``_train_step``'s output:
+        ``[loss, *residual_stats]`` (see :meth:`_residual_stats`).
+        """
+        if self._fits_noise:
+            mean_squared, observed = self._split_residual_stats(stats)
+            self._set_noise_variance(mean_squared, observed)
+
+    def _after_fit(self, x_train):
+        """Hook after training, before ``offset_`` is set."""
+
+    def _learning_rates(self):
+        return [g["lr"] for optimizer, _ in self._optimizers for g in optimizer.param_groups]
+
+    def _set_learning_rates(self, rates):
+        groups = [g for optimizer, _ in self._optimizers for g in optimizer.param_groups]
+        for group, rate in zip(groups, rates):
+            group["lr"] = rate
+
+    def _state(self):
+        """A copy of everything training changes, for rollback."""
+        return _clone({
+            "modules": {n: getattr(self, n).state_dict() for n in self._module_names},
+            "optimizers": [(o.state_dict(), s.state_dict()) for o, s in self._optimizers],
+        })
+
+    def _load_state(self, state):
+        for name, module_state in state["modules"].items():
+            getattr(self, name).load_state_dict(module_state)
+        for (optimizer, scheduler), (o_state, s_state) in zip(self._optimizers,
+                                                              state["optimizers"]):
+            optimizer.load_state_dict(o_state)
+            scheduler.load_state_dict(s_state)

@@ -20,6 +20,7 @@ from sklearn.model_selection import train_test_split
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "adbench"
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+RESULTS_DIR = DEFAULT_RESULTS.parent / "results"  # raw rows and figures of the benchmarks
 
 
 # ---------------------------------------------------------------- data
@@ -239,6 +240,14 @@ def average_ranks(values):
 
 
 # ---------------------------------------------------------------- RESULTS.md sections
+def figure_path(output, name):
+    """Where the figure ``name`` of the results file ``output`` goes: the ``results/``
+    folder beside it, which its Markdown links as ``results/<name>``."""
+    folder = Path(output).parent / "results"
+    folder.mkdir(exist_ok=True)
+    return folder / name
+
+
 def replace_section(path, name, body):
     """Write ``body`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``;
     the rest of the file is left as it is (the section is appended if it is not there yet)."""

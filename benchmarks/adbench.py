@@ -391,7 +391,7 @@ def time_table(rows, args):
 
 def plot(rows, args):
     """Heat map of the AUROC of each detector on each dataset, with the mean and the average
-    rank in the column labels; written as ``<section>.png`` beside the results file."""
+    rank in the column labels; written as ``results/<section>.png`` beside the results file."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -409,7 +409,7 @@ def plot(rows, args):
     ax.xaxis.tick_top()
     fig.colorbar(image, ax=ax, label="AUROC x 100")
     fig.tight_layout()
-    path = Path(args.output).parent / f"{args.section}.png"
+    path = _common.figure_path(args.output, f"{args.section}.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -462,7 +462,7 @@ def report(rows, args, subsampled, header, wall_s):
         "### Average precision (x100)", "", _common.markdown_table(*ap), "",
         "### Fit + score time, seconds per run (mean over seeds; epochs run in brackets)", "",
         _common.markdown_table(*times), "",
-        f"![AUROC per dataset and detector]({plot(rows, args).name})",
+        f"![AUROC per dataset and detector](results/{plot(rows, args).name})",
     ]
     if nonfinite:
         lines += ["", "Non-finite anomaly scores (ranked as most anomalous):", ""]
@@ -496,7 +496,7 @@ def parse_args(argv=None):
                         help="published ADBench columns to show for reference")
     parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)
     parser.add_argument("--raw", type=Path,
-                        default=Path(__file__).resolve().parent / "adbench_raw.csv",
+                        default=_common.RESULTS_DIR / "adbench_raw.csv",
                         help="per-run CSV (rewritten; see --resume)")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the rows of --raw for the same dataset, detector, seed and "

@@ -16,7 +16,7 @@ densities of the codes, complexity- and reference-corrected likelihoods).
     python benchmarks/images.py fashion --n-jobs 2 --seeds 0       # 10,000 training images a class
 
 ``fashion`` reads the Debian package ``dataset-fashion-mnist`` (``--data-dir``, default
-``/usr/share/datasets/fashion-mnist``). Raw results go to ``benchmarks/images_raw.csv``, one
+``/usr/share/datasets/fashion-mnist``). Raw results go to ``benchmarks/results/images_raw.csv``, one
 row per (task, class, seed, detector, score), written as each fit ends; a rerun skips the fits
 already there, so a long run can be stopped and resumed. ``--report-only`` writes the
 RESULTS.md sections and the figures from the raw file.
@@ -39,7 +39,7 @@ from sklearn.model_selection import train_test_split
 import _common
 
 HERE = Path(__file__).resolve().parent
-RAW = HERE / "images_raw.csv"
+RAW = _common.RESULTS_DIR / "images_raw.csv"
 FIELDS = ["task", "held_out", "seed", "detector", "score", "auprc", "ap", "auroc", "fit_s",
           "score_s", "n_train", "n_test"]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -365,7 +365,7 @@ def report(rows, task, output, figure):
                                 "min AUROC", "std over seeds",
                                 "LOF on the pixels, same seeds (classes above it)",
                                 "score seconds"], study_rows), "",
-        f"![AUPRC per held-out class]({figure.name})"])
+        f"![AUPRC per held-out class](results/{figure.name})"])
     plot(table, classes, seeds, ranked, names, figure, title)
     print(body)
     _common.replace_section(output, f"images-{task}", body)
@@ -414,7 +414,7 @@ def main():
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    figure = Path(args.output).parent / f"images_{args.task}.png"
+    figure = _common.figure_path(args.output, f"images_{args.task}.png")
     if not args.report_only:
         from joblib import Parallel, delayed
         done = {(r["task"], r["held_out"], r["seed"], r["detector"]) for r in read_raw(args.raw)}

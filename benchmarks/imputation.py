@@ -32,7 +32,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
 
-from _common import limit_threads, machine_info, markdown_table, provenance, replace_section, \
+from _common import figure_path, limit_threads, machine_info, markdown_table, provenance, replace_section, \
     timed
 from images import load as load_images
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
@@ -186,7 +186,7 @@ def main():
     parser.add_argument("--max-test", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-jobs", type=int, default=1)
-    parser.add_argument("--raw", default="benchmarks/imputation_raw.csv")
+    parser.add_argument("--raw", default="benchmarks/results/imputation_raw.csv")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--output", default="benchmarks/RESULTS.md")
     parser.add_argument("--notes", help="a Markdown file appended to the section")
@@ -210,7 +210,7 @@ def main():
             if task[0] == "fashion-square" and task[1] == args.seeds[0]:
                 examples[task[3]] = shown
     if examples:
-        plot_inpainting(examples, Path(args.output).parent / "inpainting.png")
+        plot_inpainting(examples, figure_path(args.output, "inpainting.png"))
     report(rows, args.output, args.threads, args.notes)
 
 

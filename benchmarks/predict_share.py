@@ -164,9 +164,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)
     parser.add_argument("--raw", type=Path,
-                        default=Path(__file__).resolve().parent / "predict_share_raw.csv")
+                        default=_common.RESULTS_DIR / "predict_share_raw.csv")
     parser.add_argument("--adbench-raw", type=Path,
-                        default=Path(__file__).resolve().parent / "adbench_raw.csv")
+                        default=_common.RESULTS_DIR / "adbench_raw.csv")
     parser.add_argument("--params", default="",
                         help="estimator parameters set before fitting, 'validation_fraction=0.3'")
     parser.add_argument("--resume", action="store_true")

@@ -251,13 +251,13 @@ def report(rows, args):
     _common.write_report(args.output, "samples-digits", "Samples: load_digits", args.threads,
                          description, ["generator", "epochs", "FD", "precision", "recall",
                                        "density", "coverage", "classes", "fit s"], table,
-                         footer="![FD against epochs](samples_digits_fd.png)\n\n"
-                                "![36 random samples of each generator](samples_digits.png)")
-    plot_fd(rows, HERE / "samples_digits_fd.png")
+                         footer="![FD against epochs](results/samples_digits_fd.png)\n\n"
+                                "![36 random samples of each generator](results/samples_digits.png)")
+    plot_fd(rows, _common.figure_path(args.output, "samples_digits_fd.png"))
     grids = {f"{r['generator']}, {r['epochs']} epochs" if r["epochs"] else r["generator"]:
              r["grid"] for r in rows if "grid" in r and int(r["seed"]) == min(args.seeds)}
     if grids:  # the samples themselves: only when the first seed ran in this call
-        plot_grids(grids, HERE / "samples_digits.png")
+        plot_grids(grids, _common.figure_path(args.output, "samples_digits.png"))
 
 
 def plot_grids(grids, path):
@@ -303,7 +303,7 @@ def main(argv=None):
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)
-    parser.add_argument("--raw", type=Path, default=HERE / "samples_raw.csv")
+    parser.add_argument("--raw", type=Path, default=_common.RESULTS_DIR / "samples_raw.csv")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     done = _common.run_resumable(args.raw, RAW_FIELDS, [(s,) for s in args.seeds],

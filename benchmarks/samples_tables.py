@@ -108,7 +108,7 @@ def main(argv=None):
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)
-    parser.add_argument("--raw", type=Path, default=HERE / "samples_tables_raw.csv")
+    parser.add_argument("--raw", type=Path, default=_common.RESULTS_DIR / "samples_tables_raw.csv")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     paths = _common.list_datasets(args.data_dir, args.datasets)

@@ -7,7 +7,7 @@ What it measures, in one run
        so the fixed costs of a fit (set-up, the final scoring pass over the training rows)
        cancel; median of ``--repeats`` interleaved repeats, after an untimed warm-up.
     2. Seconds per epoch of LFP on 10,000 rows against ``n_steps`` (K), the same way.
-    Both are drawn in ``scaling.png`` beside ``RESULTS.md``.
+    Both are drawn in ``results/scaling.png`` beside ``RESULTS.md``.
 
     python benchmarks/scaling.py
 """
@@ -96,7 +96,7 @@ def main():
     by_steps = {k: epoch_seconds(X, ["LFP"], args.repeats, n_steps=k)["LFP"]
                 for k in args.n_steps}
     print(by_steps, flush=True)
-    figure = Path(args.output).parent / "scaling.png"
+    figure = _common.figure_path(args.output, "scaling.png")
     plot(args.rows, by_rows, args.n_steps, by_steps, figure)
 
     row_table = [[f"{n:,}", *(f"{by_rows[n][m]:.3f}" for m in MODELS),
@@ -119,7 +119,7 @@ def main():
         + ", ".join(f"{growth[m]:.0f}x ({m})" for m in MODELS) + ".", "",
         "### LFP against n_steps (10,000 rows)", "",
         _common.markdown_table(["n_steps", "s/epoch", f"ratio to K = {k0}"], step_table), "",
-        f"![fit time against rows and n_steps]({figure.name})"])
+        f"![fit time against rows and n_steps](results/{figure.name})"])
     print(body)
     _common.replace_section(args.output, "scaling", body)
 

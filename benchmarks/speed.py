@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator  # noqa: E402
-from skflowgen._base import auto_batch_size  # noqa: E402
+from skflowgen._auto import auto_batch_size  # noqa: E402
 
 SECTION = "speed"
 HIDDEN = (64, 64)

@@ -17,9 +17,11 @@ What it reports
     enter a table, so the variants are compared on the same runs.
 
 How to run
-    python benchmarks/adbench.py ../shared/data/adbench --n-jobs 2 --raw benchmarks/ablation_raw.csv \
+    python benchmarks/adbench.py ../shared/data/adbench --n-jobs 2 \
+        --raw benchmarks/studies/ablation_raw.csv \
         --output /tmp/ablation.md --resume --detectors 'glf[max_iter=10]' 'glf-joint[max_iter=10]' ...
-    python benchmarks/ablation.py benchmarks/ablation_raw.csv benchmarks/adbench_raw.csv \
+    python benchmarks/studies/ablation.py benchmarks/studies/ablation_raw.csv \
+        benchmarks/results/adbench_raw.csv \
         --match max_iter=10 score_method=joint
 """
 
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks
 import _common  # noqa: E402
 from adbench import DEFAULT_DETECTORS, detector, split_spec  # noqa: E402
 

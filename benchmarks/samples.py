@@ -1,9 +1,12 @@
 """Sample quality: do the estimators' ``sample()`` draws look like the data?
 
 What it measures
-    ``load_digits`` (8x8, pixels in [0, 1]), per seed a stratified 70/30 split. A small
-    classifier (``MLPClassifier``, hidden layers (128, 64)) is trained on the training images;
-    its last hidden layer is the feature space, as the Frechet distance is computed for
+    Two image tasks, pixels in [0, 1]: ``digits`` (``load_digits``, 8x8, a stratified 70/30
+    split per seed) and ``fashion`` (Fashion-MNIST, 28x28: 10,000 training images drawn from
+    its training file and 5,000 test images from its test file, both stratified, per seed).
+    A small classifier trained on the training images gives the feature space (an
+    ``MLPClassifier((128, 64))`` for digits, a two-layer CNN for Fashion-MNIST; its test
+    accuracy is reported): its last hidden layer, as the Frechet distance is computed for
     digit-like data when Inception features are out of reach (Heusel et al. 2017). Each
     generator, fitted on the training images, draws as many images as the test split holds;
     every image is clipped to [0, 1]. Reported against the test images:
@@ -14,24 +17,26 @@ What it measures
       and density low = blurry or off-manifold samples, recall and coverage low = collapse
       onto a few modes;
     - classes: the total variation between the classifier's label histogram of the samples
-      and the test images' (0 = every digit as often as in the data).
+      and the test images' (0 = every class as often as in the data).
 
     Generators: the training images (the floor); ``PCA(20)`` + ``GaussianMixture(10)`` decoded
     by the PCA; ``KernelDensity`` on ``PCA(15)`` with its bandwidth chosen by ``GridSearchCV``
     (scikit-learn's own digits example); both estimators at their defaults with
-    ``image_shape=(1, 8, 8)`` along their training budget (``max_iter`` epochs, continued by
+    ``image_shape`` along their training budget (``max_iter`` epochs, continued by
     ``warm_start``), the same fitted GLF with a ``GaussianMixture(10)`` fitted to its codes
     afterwards and decoded by ``inverse_transform`` (the GLF paper's comparison: the flow
     earns its place by beating it), and a VAE of GLF's networks along the same budgets (the
     paper's convergence claim is against it).
 
 How to run
-    python benchmarks/samples.py --seeds 0 1 2
+    python benchmarks/samples.py digits --seeds 0 1 2
+    python benchmarks/samples.py fashion --data-dir /usr/share/datasets/fashion-mnist
 
-    Raw rows go to ``--raw`` as each seed ends; ``--resume`` keeps the seeds already there.
-    The table goes to the ``samples-digits`` section of ``--output``; ``samples_digits.png``
-    shows 36 random samples of each generator (first seed; the estimators at the default and
-    the largest budget), ``samples_digits_fd.png`` FD against epochs.
+    One task per (seed, generator family: the references, the VAE, GLF, LFP); its raw rows
+    go to ``--raw`` as it ends, and ``--resume`` keeps the tasks already there. The table
+    goes to the ``samples-<task>`` section of ``--output``; ``results/samples_<task>.png``
+    shows 36 random samples of each generator (first seed; the estimators at the first and
+    the last budget), ``results/samples_<task>_fd.png`` FD against epochs.
 """
 
 import argparse
@@ -43,7 +48,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy import linalg
-from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 from sklearn.metrics import pairwise_distances
 from sklearn.mixture import GaussianMixture
@@ -54,8 +58,12 @@ from sklearn.neural_network import MLPClassifier
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 BUDGETS = (10, 30, 100)  # epochs of the estimators
+SHAPES = {"digits": (1, 8, 8), "fashion": (1, 28, 28)}
+FASHION_ROWS = (10_000, 5_000)  # training and test images of the fashion task
+FAMILIES = {"training images": "references", "PCA + GaussianMixture": "references",
+            "KernelDensity on PCA": "references", "VAE, the same networks": "VAE",
+            "GLF": "GLF", "GLF codes + GaussianMixture": "GLF", "LFP": "LFP"}
 K = 5  # neighbours of precision / recall / density / coverage
 RAW_FIELDS = ["seed", "generator", "epochs", "fit_s", "fd", "precision", "recall", "density",
               "coverage", "classes", "accuracy"]
@@ -63,7 +71,7 @@ RAW_FIELDS = ["seed", "generator", "epochs", "fit_s", "fd", "precision", "recall
 
 # ---------------------------------------------------------------- the metrics
 class FeatureSpace:
-    """The last hidden layer of a classifier trained on the training images."""
+    """The last hidden layer of an MLP classifier trained on the training images."""
 
     def __init__(self, X, y, seed):
         self.net = MLPClassifier((128, 64), max_iter=500, random_state=seed).fit(X, y)
@@ -76,6 +84,48 @@ class FeatureSpace:
 
     def classes(self, X):
         return self.net.predict(X)
+
+
+class CNNFeatureSpace:
+    """The last hidden layer (128 units) of a small CNN trained on the training images:
+    two 3x3 convolutions (32 and 64 channels, each with ReLU and 2x2 max pooling), then 128
+    ReLU units and the 10 classes; Adam, 10 epochs of batches of 128, seeded."""
+
+    def __init__(self, X, y, seed, shape):
+        import torch
+        from torch import nn
+        self.torch, self.shape = torch, shape
+        generator = torch.Generator().manual_seed(seed)
+        side = ((shape[1] - 2) // 2 - 2) // 2
+        with torch.random.fork_rng():  # seeded initial weights, the global state left as it was
+            torch.manual_seed(seed)
+            self.body = nn.Sequential(
+                nn.Conv2d(shape[0], 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                nn.Linear(64 * side * side, 128), nn.ReLU())
+            self.head = nn.Linear(128, 10)
+        optimizer = torch.optim.Adam([*self.body.parameters(), *self.head.parameters()])
+        x, labels = self._images(X), torch.as_tensor(y, dtype=torch.long)
+        for _ in range(10):
+            for rows in torch.randperm(len(x), generator=generator).split(128):
+                loss = nn.functional.cross_entropy(self.head(self.body(x[rows])), labels[rows])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        self.body.eval()
+
+    def _images(self, X):
+        return self.torch.as_tensor(np.asarray(X, dtype=np.float32)).view(-1, *self.shape)
+
+    def __call__(self, X):
+        with self.torch.no_grad():
+            return np.concatenate([self.body(x).double().numpy()
+                                   for x in self._images(X).split(1024)])
+
+    def classes(self, X):
+        with self.torch.no_grad():
+            return np.concatenate([self.head(self.body(x)).argmax(dim=1).numpy()
+                                   for x in self._images(X).split(1024)])
 
 
 def frechet(a, b):
@@ -134,15 +184,16 @@ class VAE:
     trained on the ELBO with GLF's optimizer and batch rule; ``sample`` decodes ``N(0, I)``.
     The GLF paper's baseline for its convergence claim."""
 
-    def __init__(self, n_components, seed):
+    def __init__(self, n_components, shape, seed):
         import torch
         from torch import nn
 
         from skflowgen.networks import make_decoder, make_encoder
         generator = torch.Generator().manual_seed(seed)
         self.d, self.torch, self.generator = n_components, torch, generator
-        self.encoder = make_encoder(1, 64, 2 * n_components, None, (1, 8, 8), generator)
-        self.decoder = make_decoder(1, n_components, 64, None, (1, 8, 8), generator,
+        n_features = int(np.prod(shape))
+        self.encoder = make_encoder(1, n_features, 2 * n_components, None, shape, generator)
+        self.decoder = make_decoder(1, n_components, n_features, None, shape, generator,
                                     final_activation=nn.Sigmoid())
         self.optimizer = torch.optim.Adam([*self.encoder.parameters(),
                                            *self.decoder.parameters()], lr=1e-3)
@@ -179,38 +230,59 @@ def codes_gmm(model, X, n, seed):
     return model.inverse_transform(gmm.sample(n)[0])
 
 
-def run_seed(seed, threads):
-    """The raw rows of one seed; a row shown in the figure carries 36 random samples
-    (``grid``, not written to the raw file)."""
+def split(task, seed, data_dir):
+    """``(X_train, X_test, y_train, y_test)`` of one task and seed."""
+    from images import load
+    X, y = load(task, data_dir)
+    if task == "digits":
+        return train_test_split(X.astype(np.float64), y, test_size=0.3, stratify=y,
+                                random_state=seed)
+    n_train, n_test = FASHION_ROWS
+    pool = 60_000  # the first rows are Fashion-MNIST's training file, the rest its test file
+    X_train, _, y_train, _ = train_test_split(X[:pool], y[:pool], train_size=n_train,
+                                              stratify=y[:pool], random_state=seed)
+    X_test, _, y_test, _ = train_test_split(X[pool:], y[pool:], train_size=n_test,
+                                            stratify=y[pool:], random_state=seed)
+    return X_train, X_test, y_train, y_test
+
+
+def run(task, seed, family, threads, budgets, data_dir):
+    """The raw rows of one seed and generator family; a row shown in the figure carries 36
+    random samples (``grid``, not written to the raw file)."""
     limits = _common.limit_threads(threads)  # noqa: F841 (kept alive for the run)
     from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
-    X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(X / 16.0, y, test_size=0.3,
-                                                        stratify=y, random_state=seed)
-    space = FeatureSpace(X_train, y_train, seed)
+    shape = SHAPES[task]
+    X_train, X_test, y_train, y_test = split(task, seed, data_dir)
+    space = (FeatureSpace(X_train, y_train, seed) if task == "digits"
+             else CNNFeatureSpace(X_train, y_train, seed, shape))
     accuracy = float(np.mean(space.classes(X_test) == y_test))
+    print(f"{task}, seed {seed}: feature classifier test accuracy {accuracy:.3f}", flush=True)
     n, rows = len(X_test), []
 
     def record(generator, samples, epochs="", fit_s=""):
         rows.append(dict(seed=seed, generator=generator, epochs=epochs, fit_s=fit_s,
                          accuracy=accuracy, **evaluate(space, X_test, samples)))
-        if epochs in ("", BUDGETS[0], BUDGETS[-1]):  # a mixture samples component by component
+        if epochs in ("", budgets[0], budgets[-1]):  # a mixture samples component by component
             shown = np.random.RandomState(seed).permutation(len(samples))[:36]
             rows[-1]["grid"] = np.clip(samples[shown], 0, 1)
-    record("training images", X_train[np.random.RandomState(seed).choice(len(X_train), n)])
-    for name, make in (("PCA + GaussianMixture", pca_gmm), ("KernelDensity on PCA", kde_pca)):
-        start = time.perf_counter()
-        samples = make(X_train, n, seed)
-        record(name, samples, fit_s=time.perf_counter() - start)
-    vae, fit_s, done = VAE(20, seed), 0.0, 0  # GLF's latent size on 64 pixels
-    for budget in BUDGETS:
-        start = time.perf_counter()
-        vae.fit(X_train, budget - done)
-        fit_s, done = fit_s + time.perf_counter() - start, budget
-        record("VAE, the same networks", vae.sample(n), budget, fit_s)
-    for name, cls in (("GLF", GenerativeLatentFlow), ("LFP", LangevinFlowPriorGenerator)):
-        model, fit_s, done = cls(image_shape=(1, 8, 8), random_state=seed), 0.0, 0
-        for budget in BUDGETS:
+    if family == "references":
+        record("training images",
+               X_train[np.random.RandomState(seed).choice(len(X_train), n)])
+        for name, make in (("PCA + GaussianMixture", pca_gmm), ("KernelDensity on PCA", kde_pca)):
+            start = time.perf_counter()
+            samples = make(X_train, n, seed)
+            record(name, samples, fit_s=time.perf_counter() - start)
+    elif family == "VAE":
+        vae, fit_s, done = VAE(20, shape, seed), 0.0, 0  # GLF's latent size on images
+        for budget in budgets:
+            start = time.perf_counter()
+            vae.fit(X_train, budget - done)
+            fit_s, done = fit_s + time.perf_counter() - start, budget
+            record("VAE, the same networks", vae.sample(n), budget, fit_s)
+    else:
+        cls = dict(GLF=GenerativeLatentFlow, LFP=LangevinFlowPriorGenerator)[family]
+        model, fit_s, done = cls(image_shape=shape, random_state=seed), 0.0, 0
+        for budget in budgets:
             model.set_params(max_iter=budget - done, warm_start=done > 0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -218,8 +290,8 @@ def run_seed(seed, threads):
                 model.fit(X_train)
                 fit_s += time.perf_counter() - start
             done = budget
-            record(name, model.sample(n, random_state=seed), budget, fit_s)
-            if name == "GLF":
+            record(family, model.sample(n, random_state=seed), budget, fit_s)
+            if family == "GLF":
                 record("GLF codes + GaussianMixture", codes_gmm(model, X_train, n, seed),
                        budget, fit_s)
     return rows
@@ -238,29 +310,39 @@ def report(rows, args):
             f"{np.mean([float(r[m]) for r in mine]):.{3 if m == 'fd' else 2}f}"
             for m in metrics), f"{np.mean(fit):.0f}" if fit else ""])
     accuracy = np.mean([float(r["accuracy"]) for r in rows])
+    shape = SHAPES[args.task]
+    data = ("load_digits, 70/30 split per seed" if args.task == "digits" else
+            f"Fashion-MNIST, {FASHION_ROWS[0]:,} training images from its training file and "
+            f"{FASHION_ROWS[1]:,} test images from its test file per seed")
+    network = ("an `MLPClassifier((128, 64))`" if args.task == "digits" else
+               "a small CNN (two 3x3 convolutions, 32 and 64 channels, then 128 units)")
+    n_test = 540 if args.task == "digits" else FASHION_ROWS[1]
     description = (
-        f"load_digits, 70/30 split per seed ({', '.join(map(str, seeds))}), means over the "
-        f"seeds. Features: the last hidden layer of an `MLPClassifier((128, 64))` trained on "
-        f"the training images (test accuracy {100 * accuracy:.1f}%). As many samples as test "
-        "images (540), clipped to [0, 1]. FD: Frechet distance to the test images' features "
+        f"{data} ({', '.join(map(str, seeds))}), means over the seeds. Features: the last "
+        f"hidden layer of {network} trained on the training images (test accuracy "
+        f"{100 * accuracy:.1f}%). As many samples as test images ({n_test:,}), clipped to "
+        "[0, 1]. FD: Frechet distance to the test images' features "
         "(lower is better; `training images` is the floor); precision / recall / density / "
         f"coverage with k = {K} (Naeem et al. 2020); classes: total variation between the "
         "classifier's label histograms of the samples and of the test images. The estimators "
-        "run at their defaults with `image_shape=(1, 8, 8)`, `max_iter` the epochs (10 is the "
-        "default), continued by `warm_start`; fit seconds are cumulative, one thread.")
-    _common.write_report(args.output, "samples-digits", "Samples: load_digits", args.threads,
+        f"run at their defaults with `image_shape={shape}`, `max_iter` the epochs (10 is the "
+        "default), continued by `warm_start`; fit seconds are cumulative, "
+        f"{args.threads} thread(s).")
+    title = "Samples: load_digits" if args.task == "digits" else "Samples: Fashion-MNIST"
+    _common.write_report(args.output, f"samples-{args.task}", title, args.threads,
                          description, ["generator", "epochs", "FD", "precision", "recall",
                                        "density", "coverage", "classes", "fit s"], table,
-                         footer="![FD against epochs](results/samples_digits_fd.png)\n\n"
-                                "![36 random samples of each generator](results/samples_digits.png)")
-    plot_fd(rows, _common.figure_path(args.output, "samples_digits_fd.png"))
+                         footer=f"![FD against epochs](results/samples_{args.task}_fd.png)\n\n"
+                                "![36 random samples of each generator]"
+                                f"(results/samples_{args.task}.png)")
+    plot_fd(rows, _common.figure_path(args.output, f"samples_{args.task}_fd.png"), title)
     grids = {f"{r['generator']}, {r['epochs']} epochs" if r["epochs"] else r["generator"]:
              r["grid"] for r in rows if "grid" in r and int(r["seed"]) == min(args.seeds)}
-    if grids:  # the samples themselves: only when the first seed ran in this call
-        plot_grids(grids, _common.figure_path(args.output, "samples_digits.png"))
+    if grids:  # the samples themselves: only for the tasks of the first seed run in this call
+        plot_grids(grids, shape[1:], _common.figure_path(args.output, f"samples_{args.task}.png"))
 
 
-def plot_grids(grids, path):
+def plot_grids(grids, side, path):
     """The sample grids, four to a row."""
     import matplotlib.pyplot as plt
     plt.switch_backend("Agg")
@@ -270,28 +352,31 @@ def plot_grids(grids, path):
     for sub, name in zip(fig.subfigures(n_rows, 4).ravel(), names):
         axes = sub.subplots(6, 6, gridspec_kw=dict(wspace=0.05, hspace=0.05))
         for ax, image in zip(axes.ravel(), grids[name]):
-            ax.imshow(image.reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
+            ax.imshow(image.reshape(side), cmap="gray_r", vmin=0, vmax=1)
             ax.set_axis_off()
         sub.suptitle(name, fontsize=10)
     fig.savefig(path, dpi=80)
     print(f"wrote {path}")
 
 
-def plot_fd(rows, path):
+def plot_fd(rows, path, title):
     """FD against epochs, beside the generators without a training budget."""
     import matplotlib.pyplot as plt
     plt.switch_backend("Agg")
     fig, ax = plt.subplots(figsize=(8.5, 4), layout="constrained")
     for name in ("GLF", "LFP", "GLF codes + GaussianMixture", "VAE, the same networks"):
         epochs = sorted({int(r["epochs"]) for r in rows if r["generator"] == name})
+        if not epochs:
+            continue
         ax.plot(epochs, [np.mean([float(r["fd"]) for r in rows if r["generator"] == name
                                   and int(r["epochs"]) == e]) for e in epochs], "o-", label=name)
     for name, style in (("PCA + GaussianMixture", "--"), ("KernelDensity on PCA", "-."),
                         ("training images", ":")):
-        ax.axhline(np.mean([float(r["fd"]) for r in rows if r["generator"] == name]),
-                   color="gray", linestyle=style, label=name)
+        values = [float(r["fd"]) for r in rows if r["generator"] == name]
+        if values:
+            ax.axhline(np.mean(values), color="gray", linestyle=style, label=name)
     ax.set(xscale="log", yscale="log", xlabel="epochs", ylabel="FD (lower is better)",
-           title="load_digits: FD of samples against training epochs")
+           title=f"{title}: FD of samples against training epochs")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.savefig(path, dpi=80)
     print(f"wrote {path}")
@@ -299,16 +384,27 @@ def plot_fd(rows, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("task", choices=list(SHAPES))
+    parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist",
+                        help="the Fashion-MNIST folder (fashion only)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--families", nargs="+", default=list(dict.fromkeys(FAMILIES.values())),
+                        choices=list(dict.fromkeys(FAMILIES.values())))
+    parser.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS),
+                        help="epochs of the estimators and the VAE, increasing")
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)
-    parser.add_argument("--raw", type=Path, default=_common.RESULTS_DIR / "samples_raw.csv")
+    parser.add_argument("--raw", type=Path, help="default: results/samples_<task>_raw.csv")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    done = _common.run_resumable(args.raw, RAW_FIELDS, [(s,) for s in args.seeds],
-                                 partial(run_seed, threads=args.threads),
-                                 lambda r: (int(r["seed"]),), args.n_jobs, args.resume)
+    args.raw = args.raw or _common.RESULTS_DIR / f"samples_{args.task}_raw.csv"
+    tasks = [(args.task, seed, family) for seed in args.seeds for family in args.families]
+    done = _common.run_resumable(
+        args.raw, RAW_FIELDS, tasks,
+        partial(run, threads=args.threads, budgets=args.budgets, data_dir=args.data_dir),
+        lambda r: (args.task, int(r["seed"]), FAMILIES[r["generator"]]), args.n_jobs,
+        args.resume)
     report([r for r in done if int(r["seed"]) in args.seeds], args)
 
 

@@ -31,8 +31,10 @@ What it measures
 How to run
     python benchmarks/samples.py digits --seeds 0 1 2
     python benchmarks/samples.py fashion --data-dir /usr/share/datasets/fashion-mnist
+    python benchmarks/samples.py digits --families 'GLF[n_prior_components=20]' --resume
 
-    One task per (seed, generator family: the references, the VAE, GLF, LFP); its raw rows
+    One task per (seed, generator family: the references, the VAE, GLF, LFP, or a variant
+    of an estimator, its parameters in brackets, rows named by the variant); its raw rows
     go to ``--raw`` as it ends, and ``--resume`` keeps the tasks already there. The table
     goes to the ``samples-<task>`` section of ``--output``; ``results/samples_<task>.png``
     shows 36 random samples of each generator (first seed; the estimators at the first and
@@ -279,9 +281,12 @@ def run(task, seed, family, threads, budgets, data_dir):
             vae.fit(X_train, budget - done)
             fit_s, done = fit_s + time.perf_counter() - start, budget
             record("VAE, the same networks", vae.sample(n), budget, fit_s)
-    else:
-        cls = dict(GLF=GenerativeLatentFlow, LFP=LangevinFlowPriorGenerator)[family]
-        model, fit_s, done = cls(image_shape=shape, random_state=seed), 0.0, 0
+    else:  # an estimator at its defaults, or a variant: 'GLF[n_prior_components=20]'
+        name, _, spec = family.partition("[")
+        cls = dict(GLF=GenerativeLatentFlow, LFP=LangevinFlowPriorGenerator)[name]
+        model = cls(image_shape=shape, random_state=seed,
+                    **_common.parse_params(spec.rstrip("]")))
+        fit_s, done = 0.0, 0
         for budget in budgets:
             model.set_params(max_iter=budget - done, warm_start=done > 0)
             with warnings.catch_warnings():
@@ -291,7 +296,7 @@ def run(task, seed, family, threads, budgets, data_dir):
                 fit_s += time.perf_counter() - start
             done = budget
             record(family, model.sample(n, random_state=seed), budget, fit_s)
-            if family == "GLF":
+            if family == "GLF":  # the defaults' codes
                 record("GLF codes + GaussianMixture", codes_gmm(model, X_train, n, seed),
                        budget, fit_s)
     return rows
@@ -364,10 +369,8 @@ def plot_fd(rows, path, title):
     import matplotlib.pyplot as plt
     plt.switch_backend("Agg")
     fig, ax = plt.subplots(figsize=(8.5, 4), layout="constrained")
-    for name in ("GLF", "LFP", "GLF codes + GaussianMixture", "VAE, the same networks"):
+    for name in dict.fromkeys(r["generator"] for r in rows if r["epochs"] not in ("", None)):
         epochs = sorted({int(r["epochs"]) for r in rows if r["generator"] == name})
-        if not epochs:
-            continue
         ax.plot(epochs, [np.mean([float(r["fd"]) for r in rows if r["generator"] == name
                                   and int(r["epochs"]) == e]) for e in epochs], "o-", label=name)
     for name, style in (("PCA + GaussianMixture", "--"), ("KernelDensity on PCA", "-."),
@@ -389,7 +392,8 @@ def main(argv=None):
                         help="the Fashion-MNIST folder (fashion only)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--families", nargs="+", default=list(dict.fromkeys(FAMILIES.values())),
-                        choices=list(dict.fromkeys(FAMILIES.values())))
+                        help="of: references, VAE, GLF, LFP, or an estimator with parameters in "
+                             "brackets, 'GLF[n_prior_components=20]', its rows named so")
     parser.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS),
                         help="epochs of the estimators and the VAE, increasing")
     parser.add_argument("--n-jobs", type=int, default=1)
@@ -403,7 +407,8 @@ def main(argv=None):
     done = _common.run_resumable(
         args.raw, RAW_FIELDS, tasks,
         partial(run, threads=args.threads, budgets=args.budgets, data_dir=args.data_dir),
-        lambda r: (args.task, int(r["seed"]), FAMILIES[r["generator"]]), args.n_jobs,
+        lambda r: (args.task, int(r["seed"]), FAMILIES.get(r["generator"], r["generator"])),
+        args.n_jobs,
         args.resume)
     report([r for r in done if int(r["seed"]) in args.seeds], args)
 

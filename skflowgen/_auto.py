@@ -74,6 +74,12 @@ class ResolvedParameters:
         return self.n_steps if self.image_shape is not None else _TABLE_INFERENCE_STEPS
 
     @property
+    def _prior_components(self):
+        """Components of the flow prior's base: GLF's ``n_prior_components``, 1 for LFP
+        (whose Langevin inference a multimodal prior's sharp components make unstable)."""
+        return getattr(self, "n_prior_components", 1)
+
+    @property
     def _fits_noise(self):
         """Whether the noise variance is fitted by maximum likelihood: always for GLF, with
         LFP's ``sigma='auto'`` (a float fixes it)."""

@@ -195,13 +195,16 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
             return self._to_model(torch.as_tensor(np.asarray(rows, dtype=np.float32),
                                                   device=device))
         x_train = to_model(X_train)
-        x_val = to_model(X_held) if self.early_stopping else None
+        x_held = to_model(X_held)
+        x_val = x_held if self.early_stopping else None
         try:
             self._train(x_train, x_val, generator)
         finally:
             for name in self._fit_state:
                 self.__dict__.pop(name, None)
         self._after_fit(x_train)
+        if self._prior_components > 1:
+            self._refit_prior(x_train, x_held, generator)
         self._keep_rows(X_train, X_held, seeds[2])
         return self
 
@@ -222,7 +225,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         self.noise_.variance.fill_(self._initial_noise_variance())
         x_first = self._to_model(torch.from_numpy(np.array(X[:256], dtype=np.float32)))
         with torch.no_grad():
-            self.flow_.initialize(self._initial_latents(x_first, generator))
+            self.flow_.initialize(self._initial_latents(x_first, generator), generator)
         self._optimizers = self._make_optimizers()
         self.n_iter_ = 0
         self.loss_curve_ = []
@@ -235,7 +238,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
     def _build_modules(self, generator):
         """Create the networks of ``_module_names``: here the flow prior and the noise."""
         self.flow_ = CouplingFlow(self.n_components_, self.n_flow_blocks,
-                                  n_members=self._n_members, generator=generator)
+                                  n_members=self._n_members, generator=generator,
+                                  n_mixture=self._prior_components)
         self.noise_ = GaussianNoise(self._n_members, self.n_features_in_)
 
     # ------------------------------------------------------------ public API
@@ -347,8 +351,9 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         return np.where(np.isnan(X), filled, X)
 
     def sample(self, n_samples=1, random_state=None):
-        """Generate rows ``g(f^{-1}(u))``, ``u ~ N(0, I)``; with ``n_estimators > 1``, each
-        row from a member drawn uniformly (the members' mixture).
+        """Generate rows ``g(f^{-1}(u))``, ``u`` drawn from the flow's base density
+        (``N(0, I)``, or a component of the mixture with ``n_prior_components > 1``); with
+        ``n_estimators > 1``, each row from a member drawn uniformly (the members' mixture).
 
         Parameters
         ----------
@@ -366,11 +371,13 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         device = self._device()
         seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
         generator = torch_generator(seed, "cpu")  # the same draws on any device
-        u = torch.randn(n_samples, self.n_components_, generator=generator)
+        d = self.n_components_
+        u = torch.randn(n_samples, d, generator=generator)
         member = torch.randint(self._n_members, (n_samples, 1), generator=generator)
+        component = torch.rand(n_samples, 1, generator=generator)  # picks a mixture's component
 
         def generate(rows):
-            x = self._decode(self.flow_.inverse(rows[:, :-1]))
-            return self._to_data(x[rows[:, -1].long(), torch.arange(len(rows), device=device)])
-        return self._apply(generate, torch.cat([u, member.float()], dim=1))
+            x = self._decode(self.flow_.draw(rows[:, :d], rows[:, d + 1]))
+            return self._to_data(x[rows[:, d].long(), torch.arange(len(rows), device=device)])
+        return self._apply(generate, torch.cat([u, member.float(), component], dim=1))
 

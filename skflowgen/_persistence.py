@@ -9,6 +9,9 @@ import torch
 from ._training import torch_generator
 
 _STATE_FORMAT = 4  # 4: held-out rows set offset_; derived state follows the parameters
+# parameters added within this state format, with the value that behaves as a pickle
+# written before them did
+_ADDED_PARAMETERS = {"n_prior_components": 1}
 
 
 class PersistenceMixin:
@@ -35,7 +38,9 @@ class PersistenceMixin:
         if state.pop("_state_format", None) != _STATE_FORMAT:
             raise ValueError(f"This {type(self).__name__} was pickled by an incompatible version "
                              "of skflowgen; refit it with the installed version.")
-        super().__setstate__(state)
+        added = {name: value for name, value in _ADDED_PARAMETERS.items()
+                 if name in self._get_param_names()}
+        super().__setstate__({**added, **state})
         try:
             saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
             self._build_modules(torch_generator(0, "cpu"))

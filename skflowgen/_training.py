@@ -146,6 +146,20 @@ class TrainingMixin:
         shuffle: per-row state a model keeps (LFP's persistent chains) is advanced here,
         for many batches at once."""
 
+    def _refit_prior(self, x_train, x_held, generator):
+        """``n_prior_components > 1``: the flow prior refitted to the codes the final weights
+        give the training rows, early-stopped on the held-out rows' codes
+        (:meth:`~skflowgen.flows.CouplingFlow.refit`); the flow's optimizer state restarts."""
+        def codes(x):
+            return self._apply(lambda xb: self._infer_latent(*self._observed(xb))
+                               .transpose(0, 1), x).transpose(1, 0, 2)
+        z, z_held = (torch.as_tensor(codes(x), dtype=torch.float32, device=x.device)
+                     for x in (x_train, x_held))
+        self.flow_.refit(z, z_held, generator)
+        for optimizer, _ in self._optimizers:
+            for parameter in self.flow_.parameters():
+                optimizer.state.pop(parameter, None)
+
     def _optimize(self, *losses, optimizers=None):
         """One step of ``optimizers`` (default: every network's) on the sum of the trimmed
         means of the per-row ``losses`` (each (n_members, n), n free to differ): for each

@@ -81,6 +81,18 @@ class GenerativeLatentFlow(BaseLatentFlow):
         with ``image_shape``.
     n_flow_blocks : int, default=4
         Coupling blocks of the flow prior.
+    n_prior_components : int, default=1
+        Components of the flow prior's base density. 1: ``N(0, I)``, trained with the
+        autoencoder (the paper). More: the base is a Gaussian mixture with full covariances
+        (FlowGMM, Izmailov et al. 2020), and when training ends the prior is refitted to
+        the codes of the training rows: the couplings back to the identity, the mixture
+        fitted by EM on the whitened codes, then flow and mixture trained by maximum
+        likelihood until the codes of the held-out rows (``validation_fraction``) stop
+        improving. An autoencoder's codes form a cluster per kind of row, which one Gaussian
+        pushed through a flow cannot separate without mass between them, where ``sample``
+        then draws blends (benchmarks/RESULTS.md, "Samples: load_digits"). With the
+        stop-gradient the codes do not depend on the prior, so the refit changes
+        ``sample`` and the scores that use ``log p(z)``, never ``transform``.
     image_shape : tuple (C, H, W) or None, default=None
         Rows are flattened images of this shape: use DCGAN-style
         convolutional networks instead of MLPs.
@@ -129,17 +141,19 @@ class GenerativeLatentFlow(BaseLatentFlow):
     _allow_nan = True
 
     _table_score_method = _TABLE_SCORE
-    _training_parameters = BaseLatentFlow._training_parameters | {"stop_gradient", "beta"}
+    _training_parameters = BaseLatentFlow._training_parameters | {
+        "stop_gradient", "beta", "n_prior_components"}
 
     _parameter_constraints = {
         **BaseLatentFlow._parameter_constraints,
+        "n_prior_components": [Interval(numbers.Integral, 1, None, closed="left")],
         "reconstruction": [StrOptions({"mse", "bce"})],
         "stop_gradient": ["boolean"],
         "beta": [Interval(numbers.Real, 0, None, closed="neither")],
     }
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=4,
-                 image_shape=None, reconstruction="mse", stop_gradient=True, beta=1.0,
+                 n_prior_components=1, image_shape=None, reconstruction="mse", stop_gradient=True, beta=1.0,
                  feature_scaling="robust", covariance_type="diag", score_method="auto", n_importance_samples=128,
                  contamination=0.1, support_fraction=1.0, n_estimators=5, max_iter=10,
                  batch_size="auto",
@@ -156,6 +170,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
             learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             warm_start=warm_start, verbose=verbose, random_state=random_state, device=device)
+        self.n_prior_components = n_prior_components
         self.reconstruction = reconstruction
         self.stop_gradient = stop_gradient
         self.beta = beta

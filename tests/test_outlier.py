@@ -144,6 +144,7 @@ def test_image_inference_follows_n_steps(digits01):
 # the fitted model's is set)
 ALTERNATIVES = {
     "n_components": [2], "hidden_layer_sizes": [(5, 5)], "n_flow_blocks": [3],
+    "n_prior_components": [3],
     "feature_scaling": ["standard"], "covariance_type": ["diag", "spherical"],
     "support_fraction": [0.5], "n_estimators": [3], "max_iter": [4], "batch_size": [7],
     "learning_rate_init": [0.5], "tol": [1.0], "n_iter_no_change": [2],

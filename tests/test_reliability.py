@@ -337,6 +337,17 @@ def test_pickle_written_by_an_earlier_release_of_this_format_loads_and_predicts(
     np.testing.assert_array_equal(model.sample(4, random_state=0), saved["sample"])
 
 
+def test_mixture_prior_survives_pickling(fitted):
+    """GLF's ``n_prior_components > 1``: the fitted prior's base is the mixture, and the
+    model pickles with it: same scores, same samples."""
+    model = fitted("GLF", n_prior_components=3)
+    assert model.flow_.base is not None and fitted("GLF").flow_.base is None
+    restored = pickle_round_trip(model)
+    np.testing.assert_array_equal(restored.score_samples(X_TEST), model.score_samples(X_TEST))
+    np.testing.assert_array_equal(restored.sample(7, random_state=0),
+                                  model.sample(7, random_state=0))
+
+
 @pytest.mark.parametrize("est", CLASSES)
 def test_corrupt_torch_state_fails_with_value_error(fitted, est):
     state = fitted(est).__getstate__()

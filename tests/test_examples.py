@@ -24,7 +24,7 @@ EXPECTED = {
     "plot_grid_search.py": {"png": ["grid_search.png"]},
     "plot_image_anomalies.py": {"png": ["image_anomalies.png"], "grids": ["image_anomalies.png"]},
     "plot_imputation.py": {"png": ["imputation.png"], "grids": ["imputation.png"]},
-    "plot_sampling.py": {"png": ["sampling_grid.png", "sampling_interpolation.png"],
+    "plot_samples.py": {"png": ["sampling_grid.png", "sampling_interpolation.png"],
                          "grids": ["sampling_grid.png", "sampling_interpolation.png"]},
 }
 # A figure of image tiles is readable when the tiles cover the figure: at least 5% of its

@@ -16,14 +16,11 @@ digits morphs one into the other. The script writes
     python examples/plot_samples.py
 """
 
-import warnings
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from _quick import settings
@@ -31,7 +28,6 @@ from skflowgen import GenerativeLatentFlow
 
 plt.switch_backend("Agg")
 torch.set_num_threads(1)  # tiny networks: one thread is as fast, and steady on a busy machine
-warnings.filterwarnings("ignore", category=ConvergenceWarning)  # epochs capped on purpose
 cfg = settings(full=dict(max_iter=10, n_train=None), quick=dict(max_iter=2, n_train=200))
 
 X, digit = load_digits(return_X_y=True)

@@ -1,9 +1,10 @@
 """Sampling: new handwritten digits from GenerativeLatentFlow, beside scikit-learn's own.
 
 A convolutional GenerativeLatentFlow (``image_shape=(1, 8, 8)``) learns the 8x8 digits of
-``load_digits`` scaled to [0, 1], once with its flow prior's default ``N(0, I)`` base and once
-with ``n_prior_components=20``: a Gaussian-mixture base refitted to the codes after training
-(the same codes: with the stop-gradient the autoencoder does not see the prior). ``sample``
+``load_digits`` scaled to [0, 1], once at the defaults, whose flow prior on images has a
+20-component Gaussian-mixture base refitted to the codes after training, and once with the
+papers' ``N(0, I)`` base (``n_prior_components=1``): the same codes, as with the
+stop-gradient the autoencoder does not see the prior. ``sample``
 draws latents from the prior and decodes them. Beside them: a ``GaussianMixture(10)`` on
 ``PCA(20)`` codes, decoded by the PCA. ``transform`` encodes real digits and
 ``inverse_transform`` decodes any latent, so a straight line between the codes of two real
@@ -35,8 +36,8 @@ X = X / 16.0  # pixels in [0, 1]
 X, digit = X[:cfg.n_train], digit[:cfg.n_train]
 
 IMAGES = dict(image_shape=(1, 8, 8), max_iter=cfg.max_iter, random_state=0)
-plain = GenerativeLatentFlow(**IMAGES).fit(X)
-model = GenerativeLatentFlow(n_prior_components=20, **IMAGES).fit(X)
+plain = GenerativeLatentFlow(n_prior_components=1, **IMAGES).fit(X)
+model = GenerativeLatentFlow(**IMAGES).fit(X)
 print(f"fitted {model.n_iter_} epochs on {len(X)} digits")
 pca = PCA(20, random_state=0).fit(X)
 mixture = GaussianMixture(10, random_state=0).fit(pca.transform(X))
@@ -53,8 +54,8 @@ def show(axes, images):
 
 # Real digits next to generated ones.
 panels = {"real digits": X[:36], "PCA(20) + GaussianMixture(10)": pca_samples,
-          "GLF, N(0, I) prior base (default)": plain.sample(36, random_state=0),
-          "GLF, n_prior_components=20": model.sample(36, random_state=0)}
+          "GLF, N(0, I) prior base": plain.sample(36, random_state=0),
+          "GLF (defaults: a mixture base)": model.sample(36, random_state=0)}
 fig = plt.figure(figsize=(13, 3.8))
 for subfig, (title, images) in zip(fig.subfigures(1, 4, wspace=0.06), panels.items()):
     show(subfig.subplots(6, 6, gridspec_kw=dict(wspace=0.08, hspace=0.08)), images)

@@ -12,6 +12,7 @@ import warnings
 import torch
 
 _TABLE_INFERENCE_STEPS = 2  # LFP's inference_steps='auto' on tables
+_IMAGE_PRIOR_COMPONENTS = 20  # GLF's n_prior_components='auto' with image_shape
 
 
 def resolve_device(device):
@@ -75,9 +76,13 @@ class ResolvedParameters:
 
     @property
     def _prior_components(self):
-        """Components of the flow prior's base: GLF's ``n_prior_components``, 1 for LFP
-        (whose Langevin inference a multimodal prior's sharp components make unstable)."""
-        return getattr(self, "n_prior_components", 1)
+        """Components of the flow prior's base: GLF's ``n_prior_components`` (``'auto'``:
+        ``_IMAGE_PRIOR_COMPONENTS`` with ``image_shape``, 1 on tables), 1 for LFP (whose
+        Langevin inference a multimodal prior's sharp components make unstable)."""
+        value = getattr(self, "n_prior_components", 1)
+        if value != "auto":
+            return value
+        return _IMAGE_PRIOR_COMPONENTS if self.image_shape is not None else 1
 
     @property
     def _fits_noise(self):

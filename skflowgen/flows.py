@@ -21,9 +21,11 @@ codes, then everything trained by maximum likelihood until held-out codes stop i
 """
 
 import math
+import warnings
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import nn
 
@@ -133,7 +135,10 @@ class GaussianMixtureBase(nn.Module):
         with full covariances, seeded by ``seeds``."""
         for m, (rows, seed) in enumerate(zip(u.cpu().double().numpy(), seeds)):
             n_mixture = min(self.logits.shape[1], len(rows))
-            mixture = GaussianMixture(n_mixture, reg_covar=1e-2, random_state=int(seed)).fit(rows)
+            with warnings.catch_warnings():  # EM only starts the fit: its stalling is not ours
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                mixture = GaussianMixture(n_mixture, reg_covar=1e-2,
+                                          random_state=int(seed)).fit(rows)
             cholesky = np.linalg.cholesky(mixture.covariances_)
             self.logits[m] = -torch.inf  # components a tiny fit leaves out
             self.logits[m, :n_mixture] = torch.as_tensor(np.log(mixture.weights_))

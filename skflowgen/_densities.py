@@ -78,6 +78,12 @@ class DensityMixin:
         """``log p(x | z) + log p(z)`` per row."""
         return self._log_likelihood(x, self._decode(z), mask) + self.flow_.log_prob(z)
 
+    def _codes(self, x, data=False):
+        """The inferred latents of rows ``x`` (the data's units with ``data``, else the
+        networks'), streamed: an array (n_members, n, n_components_)."""
+        return self._apply(lambda xb: self._infer_latent(*self._observed(xb)).transpose(0, 1),
+                           x, data=data).transpose(1, 0, 2)
+
     def _posterior_scale(self):
         """Approximate posterior std of each member's latents,
         ``(1 + sum_j v_j / (d sigma_j^2))^{-1/2}``, with ``v_j`` the training variance of

@@ -150,10 +150,7 @@ class TrainingMixin:
         """``n_prior_components > 1``: the flow prior refitted to the codes the final weights
         give the training rows, early-stopped on the held-out rows' codes
         (:meth:`~skflowgen.flows.CouplingFlow.refit`); the flow's optimizer state restarts."""
-        def codes(x):
-            return self._apply(lambda xb: self._infer_latent(*self._observed(xb))
-                               .transpose(0, 1), x).transpose(1, 0, 2)
-        z, z_held = (torch.as_tensor(codes(x), dtype=torch.float32, device=x.device)
+        z, z_held = (torch.as_tensor(self._codes(x), dtype=torch.float32, device=x.device)
                      for x in (x_train, x_held))
         self.flow_.refit(z, z_held, generator)
         for optimizer, _ in self._optimizers:

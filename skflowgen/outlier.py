@@ -123,9 +123,8 @@ class DetectorMixin:
         inference parameters give them; without the held-out fold being scored while the
         offset is set."""
         def infer():
-            codes = self._apply(lambda xb: self._infer_latent(*self._observed(xb))
-                                .transpose(0, 1), self._reference_rows, data=True)
-            return np.ascontiguousarray(codes.transpose(1, 0, 2), dtype=np.float32)
+            return np.ascontiguousarray(self._codes(self._reference_rows, data=True),
+                                        dtype=np.float32)
         codes = self._derived("codes", self._scoring_key(codes_only=True), infer)
         fold = self.__dict__.get("_scoring_fold")
         if fold is not None:

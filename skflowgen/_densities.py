@@ -78,7 +78,7 @@ class DensityMixin:
         """``log p(x | z) + log p(z)`` per row."""
         return self._log_likelihood(x, self._decode(z), mask) + self.flow_.log_prob(z)
 
-    def _codes(self, x, data=False):
+    def _inferred_codes(self, x, data=False):
         """The inferred latents of rows ``x`` (the data's units with ``data``, else the
         networks'), streamed: an array (n_members, n, n_components_)."""
         return self._apply(lambda xb: self._infer_latent(*self._observed(xb)).transpose(0, 1),

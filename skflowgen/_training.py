@@ -150,8 +150,8 @@ class TrainingMixin:
         """``n_prior_components > 1``: the flow prior refitted to the codes the final weights
         give the training rows, early-stopped on the held-out rows' codes
         (:meth:`~skflowgen.flows.CouplingFlow.refit`); the flow's optimizer state restarts."""
-        z, z_held = (torch.as_tensor(self._codes(x), dtype=torch.float32, device=x.device)
-                     for x in (x_train, x_held))
+        z, z_held = (torch.as_tensor(self._inferred_codes(x), dtype=torch.float32,
+                                     device=x.device) for x in (x_train, x_held))
         self.flow_.refit(z, z_held, generator)
         for optimizer, _ in self._optimizers:
             for parameter in self.flow_.parameters():

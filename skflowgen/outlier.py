@@ -123,7 +123,7 @@ class DetectorMixin:
         inference parameters give them; without the held-out fold being scored while the
         offset is set."""
         def infer():
-            return np.ascontiguousarray(self._codes(self._reference_rows, data=True),
+            return np.ascontiguousarray(self._inferred_codes(self._reference_rows, data=True),
                                         dtype=np.float32)
         codes = self._derived("codes", self._scoring_key(codes_only=True), infer)
         fold = self.__dict__.get("_scoring_fold")

@@ -79,9 +79,8 @@ class ResolvedParameters:
         """Components of the flow prior's base: GLF's ``n_prior_components`` (``'auto'``:
         ``_IMAGE_PRIOR_COMPONENTS`` with ``image_shape``, 1 on tables), 1 for LFP (whose
         Langevin inference a multimodal prior's sharp components make unstable)."""
-        value = getattr(self, "n_prior_components", 1)
-        if value != "auto":
-            return value
+        if self.n_prior_components != "auto":
+            return self.n_prior_components
         return _IMAGE_PRIOR_COMPONENTS if self.image_shape is not None else 1
 
     @property

@@ -40,7 +40,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
 
     A model fills the template methods:
 
-    - ``_module_names``: the attributes holding its networks (saved, moved, rolled back);
+    - ``_network_names``: the attributes holding its networks (saved, moved, rolled back,
+      with ``sampling_flow_`` where a fit left one: ``_module_names``);
     - ``_build_modules(generator)``: create them (here: the flow prior and the noise);
     - ``_make_optimizers()``: ``[(optimizer, scheduler), ...]``;
     - ``_train_step(x, mask, generator, rows)``: one mini-batch, given its rows in the
@@ -53,9 +54,17 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
     ``_end_epoch``, ``_convergence_loss`` and ``_after_fit``.
     """
 
-    _module_names = ()
+    _network_names = ()
 
-    def __init__(self, n_components, *, hidden_layer_sizes, n_flow_blocks, image_shape,
+    @property
+    def _module_names(self):
+        """The networks this model holds: ``_network_names``, and ``sampling_flow_`` where
+        a fit refitted one (:meth:`_refit_prior`)."""
+        return self._network_names + (("sampling_flow_",) if "sampling_flow_" in vars(self)
+                                      else ())
+
+    def __init__(self, n_components, *, hidden_layer_sizes, n_flow_blocks, n_prior_components,
+                 image_shape,
                  feature_scaling, covariance_type, score_method, n_importance_samples, contamination,
                  support_fraction, n_estimators,
                  max_iter, batch_size, learning_rate_init, tol, n_iter_no_change, early_stopping, validation_fraction,
@@ -63,6 +72,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         self.n_components = n_components
         self.hidden_layer_sizes = hidden_layer_sizes
         self.n_flow_blocks = n_flow_blocks
+        self.n_prior_components = n_prior_components
         self.image_shape = image_shape
         self.feature_scaling = feature_scaling
         self.covariance_type = covariance_type
@@ -87,6 +97,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         "n_components": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "n_flow_blocks": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_prior_components": [Interval(numbers.Integral, 1, None, closed="left"),
+                               StrOptions({"auto"})],
         "image_shape": ["array-like", None],
         "feature_scaling": [StrOptions({"robust", "standard"}), None],
         "score_method": [StrOptions({"auto", *SCORES})],
@@ -203,8 +215,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
             for name in self._fit_state:
                 self.__dict__.pop(name, None)
         self._after_fit(x_train)
-        if self._prior_components > 1:
-            self._refit_prior(x_train, x_held, generator)
+        self._refit_prior(x_train, x_held, generator)
         self._keep_rows(X_train, X_held, seeds[2])
         return self
 
@@ -236,11 +247,14 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         return torch.randn(self._n_members, len(x), self.n_components_, generator=generator)
 
     def _build_modules(self, generator):
-        """Create the networks of ``_module_names``: here the flow prior and the noise."""
-        self.flow_ = CouplingFlow(self.n_components_, self.n_flow_blocks,
-                                  n_members=self._n_members, generator=generator,
-                                  n_mixture=self._prior_components)
+        """Create the networks of ``_network_names``: here the flow prior and the noise."""
+        self.flow_ = self._new_flow(generator)
         self.noise_ = GaussianNoise(self._n_members, self.n_features_in_)
+
+    def _new_flow(self, generator, n_mixture=1):
+        """A coupling flow on the latents, with a base of ``n_mixture`` Gaussians."""
+        return CouplingFlow(self.n_components_, self.n_flow_blocks, n_members=self._n_members,
+                            generator=generator, n_mixture=n_mixture)
 
     # ------------------------------------------------------------ public API
     def score_samples(self, X):
@@ -375,9 +389,10 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         u = torch.randn(n_samples, d, generator=generator)
         member = torch.randint(self._n_members, (n_samples, 1), generator=generator)
         component = torch.rand(n_samples, 1, generator=generator)  # picks a mixture's component
+        flow = vars(self).get("sampling_flow_", self.flow_)
 
         def generate(rows):
-            x = self._decode(self.flow_.draw(rows[:, :d], rows[:, d + 1]))
+            x = self._decode(flow.draw(rows[:, :d], rows[:, d + 1]))
             return self._to_data(x[rows[:, d].long(), torch.arange(len(rows), device=device)])
         return self._apply(generate, torch.cat([u, member.float(), component], dim=1))
 

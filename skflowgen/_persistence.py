@@ -43,7 +43,11 @@ class PersistenceMixin:
         super().__setstate__({**added, **state})
         try:
             saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-            self._build_modules(torch_generator(0, "cpu"))
+            generator = torch_generator(0, "cpu")
+            self._build_modules(generator)
+            sampling = saved["modules"].get("sampling_flow_")
+            if sampling is not None:  # the mixture's size is that of its weights
+                self.sampling_flow_ = self._new_flow(generator, len(sampling["base.logits"][0]))
             self._optimizers = self._make_optimizers()
             self._load_state(saved)
         except Exception as exc:  # a corrupt or foreign blob: say what failed

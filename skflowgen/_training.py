@@ -147,15 +147,23 @@ class TrainingMixin:
         for many batches at once."""
 
     def _refit_prior(self, x_train, x_held, generator):
-        """``n_prior_components > 1``: the flow prior refitted to the codes the final weights
-        give the training rows, early-stopped on the held-out rows' codes
-        (:meth:`~skflowgen.flows.CouplingFlow.refit`); the flow's optimizer state restarts."""
-        z, z_held = (torch.as_tensor(self._inferred_codes(x), dtype=torch.float32,
-                                     device=x.device) for x in (x_train, x_held))
-        self.flow_.refit(z, z_held, generator)
-        for optimizer, _ in self._optimizers:
-            for parameter in self.flow_.parameters():
-                optimizer.state.pop(parameter, None)
+        """``n_prior_components > 1``: ``sampling_flow_``, a flow with a Gaussian-mixture
+        base fitted to the codes the final weights give the training rows, early-stopped on
+        the held-out rows' codes (:meth:`~skflowgen.flows.CouplingFlow.refit`); the prior
+        trained with the model, ``flow_``, stays the prior of inference and of the scores.
+        With 1 component, ``sample`` draws from ``flow_``."""
+        vars(self).pop("sampling_flow_", None)
+        if self._prior_components == 1:
+            return
+        z = torch.as_tensor(self._inferred_codes(x_train), dtype=torch.float32,
+                            device=x_train.device)
+        z_held = z[:, :0] if len(x_held) == 0 else torch.as_tensor(
+            self._inferred_codes(x_held), dtype=torch.float32, device=x_train.device)
+        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator,
+                                 device=generator.device))
+        flow = self._new_flow(torch_generator(seed, "cpu"), self._prior_components)
+        flow.to(x_train.device).refit(z, z_held, generator)
+        self.sampling_flow_ = flow.eval()
 
     def _optimize(self, *losses, optimizers=None):
         """One step of ``optimizers`` (default: every network's) on the sum of the trimmed

@@ -141,18 +141,16 @@ class GenerativeLatentFlow(BaseLatentFlow):
     (3,)
     """
 
-    _module_names = ("encoder_", "decoder_", "flow_", "noise_")
+    _network_names = ("encoder_", "decoder_", "flow_", "noise_")
     _fit_state = ("_codes", "_group_rows")
     _allow_nan = True
 
     _table_score_method = _TABLE_SCORE
     _training_parameters = BaseLatentFlow._training_parameters | {
-        "stop_gradient", "beta", "n_prior_components"}
+        "stop_gradient", "beta"}
 
     _parameter_constraints = {
         **BaseLatentFlow._parameter_constraints,
-        "n_prior_components": [Interval(numbers.Integral, 1, None, closed="left"),
-                               StrOptions({"auto"})],
         "reconstruction": [StrOptions({"mse", "bce"})],
         "stop_gradient": ["boolean"],
         "beta": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -168,7 +166,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
                  device="auto"):
         super().__init__(
             n_components, hidden_layer_sizes=hidden_layer_sizes,
-            n_flow_blocks=n_flow_blocks, image_shape=image_shape,
+            n_flow_blocks=n_flow_blocks, n_prior_components=n_prior_components,
+            image_shape=image_shape,
             feature_scaling=feature_scaling, covariance_type=covariance_type,
             score_method=score_method, n_importance_samples=n_importance_samples,
             contamination=contamination, support_fraction=support_fraction,
@@ -176,7 +175,6 @@ class GenerativeLatentFlow(BaseLatentFlow):
             learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             warm_start=warm_start, verbose=verbose, random_state=random_state, device=device)
-        self.n_prior_components = n_prior_components
         self.reconstruction = reconstruction
         self.stop_gradient = stop_gradient
         self.beta = beta

@@ -164,7 +164,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     (3,)
     """
 
-    _module_names = ("generator_", "flow_", "noise_", "encoder_")
+    _network_names = ("generator_", "flow_", "noise_", "encoder_")
     _fit_state = ("_chains", "_chain_steps")
     _allow_nan = True
     _divergence_hint = " or step_size"
@@ -184,7 +184,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     }
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=5,
-                 image_shape=None, sigma="auto", step_size=1.0, n_steps=10, persistent_steps=5,
+                 n_prior_components="auto", image_shape=None, sigma="auto", step_size=1.0, n_steps=10, persistent_steps=5,
                  inference_steps="auto", chain_init="encoder",
                  feature_scaling="robust", covariance_type="spherical", score_method="auto", n_importance_samples=8,
                  contamination=0.1, support_fraction=None, n_estimators=1, max_iter=10,
@@ -194,7 +194,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
                  device="auto"):
         super().__init__(
             n_components, hidden_layer_sizes=hidden_layer_sizes,
-            n_flow_blocks=n_flow_blocks, image_shape=image_shape,
+            n_flow_blocks=n_flow_blocks, n_prior_components=n_prior_components,
+            image_shape=image_shape,
             feature_scaling=feature_scaling, covariance_type=covariance_type,
             score_method=score_method, n_importance_samples=n_importance_samples,
             contamination=contamination, support_fraction=support_fraction,

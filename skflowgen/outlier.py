@@ -72,7 +72,8 @@ class DetectorMixin:
 
     # Parameters that act on training alone: set on a fitted model, they change no score.
     _training_parameters = frozenset({
-        "n_components", "hidden_layer_sizes", "n_flow_blocks", "feature_scaling",
+        "n_components", "hidden_layer_sizes", "n_flow_blocks", "n_prior_components",
+        "feature_scaling",
         "covariance_type", "support_fraction", "n_estimators", "max_iter", "batch_size",
         "learning_rate_init", "tol", "n_iter_no_change", "early_stopping",
         "validation_fraction", "warm_start", "verbose", "random_state", "device"})

@@ -29,7 +29,8 @@ def expected_failed_checks(estimator):
                           LangevinFlowPriorGenerator(n_steps=5, **SMALL),
                           GenerativeLatentFlow(n_estimators=1, **SMALL),
                           GenerativeLatentFlow(n_estimators=2, n_prior_components=3, **SMALL),
-                          LangevinFlowPriorGenerator(n_estimators=2, n_steps=5, **SMALL),
+                          LangevinFlowPriorGenerator(n_estimators=2, n_prior_components=3,
+                                                     n_steps=5, **SMALL),
                           LangevinFlowPriorGenerator(persistent_steps=None, n_steps=5, **SMALL),
                           GenerativeImputer(GenerativeLatentFlow(n_estimators=2, **SMALL))],
                          expected_failed_checks=expected_failed_checks)

@@ -337,11 +337,24 @@ def test_pickle_written_by_an_earlier_release_of_this_format_loads_and_predicts(
     np.testing.assert_array_equal(model.sample(4, random_state=0), saved["sample"])
 
 
-def test_mixture_prior_survives_pickling(fitted):
-    """GLF's ``n_prior_components > 1``: the fitted prior's base is the mixture, and the
-    model pickles with it: same scores, same samples."""
-    model = fitted("GLF", n_prior_components=3)
-    assert model.flow_.base is not None and fitted("GLF").flow_.base is None
+@pytest.mark.parametrize("est", CLASSES)
+def test_sampling_flow_moves_the_samples_alone(fitted, est):
+    """The mixture of ``n_prior_components > 1`` lives in ``sampling_flow_``: inference and
+    the scores keep the prior trained with the model, so every output but ``sample`` is
+    bit-identical to the model with one component, and the samples differ."""
+    plain, mixture = outputs(fitted(est)), outputs(fitted(est, n_prior_components=3))
+    assert not np.allclose(plain.pop("sample"), mixture.pop("sample"))
+    for key in plain:
+        np.testing.assert_array_equal(mixture[key], plain[key], err_msg=key)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_sampling_flow_survives_pickling(fitted, est):
+    """``n_prior_components > 1``: the fit leaves a ``sampling_flow_`` with the mixture
+    base (none with 1), and the model pickles with it: same scores, same samples."""
+    model = fitted(est, n_prior_components=3)
+    assert model.sampling_flow_.base.logits.shape[-1] == 3
+    assert not hasattr(fitted(est), "sampling_flow_")
     restored = pickle_round_trip(model)
     np.testing.assert_array_equal(restored.score_samples(X_TEST), model.score_samples(X_TEST))
     np.testing.assert_array_equal(restored.sample(7, random_state=0),

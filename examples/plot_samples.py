@@ -1,17 +1,17 @@
-"""Sampling: new handwritten digits from GenerativeLatentFlow, beside scikit-learn's own.
+"""Sampling: new handwritten digits from both estimators, beside scikit-learn's own.
 
-A convolutional GenerativeLatentFlow (``image_shape=(1, 8, 8)``) learns the 8x8 digits of
-``load_digits`` scaled to [0, 1], once at the defaults, whose flow prior on images has a
-20-component Gaussian-mixture base refitted to the codes after training, and once with the
-papers' ``N(0, I)`` base (``n_prior_components=1``): the same codes, as with the
-stop-gradient the autoencoder does not see the prior. ``sample``
-draws latents from the prior and decodes them. Beside them: a ``GaussianMixture(10)`` on
-``PCA(20)`` codes, decoded by the PCA. ``transform`` encodes real digits and
-``inverse_transform`` decodes any latent, so a straight line between the codes of two real
-digits morphs one into the other. The script writes
+The convolutional estimators (``image_shape=(1, 8, 8)``) learn the 8x8 digits of
+``load_digits`` scaled to [0, 1]. ``sample`` draws latents and decodes them: at the defaults
+on images, from a flow with a 20-component Gaussian-mixture base fitted to the codes when
+training ends (``sampling_flow_``); with ``n_prior_components=1``, from the prior trained
+with the model, whose base is the papers' ``N(0, I)``. Both fits learn the same networks:
+the mixture moves ``sample`` alone. Beside them: a ``GaussianMixture(10)`` on ``PCA(20)``
+codes, decoded by the PCA. ``transform`` encodes real digits and ``inverse_transform``
+decodes any latent, so a straight line between the codes of two real digits morphs one into
+the other. The script writes
 
 * ``sampling_grid.png``: real digits next to each generator's;
-* ``sampling_interpolation.png``: latent interpolations between pairs of real
+* ``sampling_interpolation.png``: GLF's latent interpolations between pairs of real
   digits (left and right columns: their reconstructions).
 
     python examples/plot_samples.py
@@ -25,7 +25,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from _quick import settings
-from skflowgen import GenerativeLatentFlow
+from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 
 plt.switch_backend("Agg")
 torch.set_num_threads(1)  # tiny networks: one thread is as fast, and steady on a busy machine
@@ -38,6 +38,7 @@ X, digit = X[:cfg.n_train], digit[:cfg.n_train]
 IMAGES = dict(image_shape=(1, 8, 8), max_iter=cfg.max_iter, random_state=0)
 plain = GenerativeLatentFlow(n_prior_components=1, **IMAGES).fit(X)
 model = GenerativeLatentFlow(**IMAGES).fit(X)
+lfp = LangevinFlowPriorGenerator(**IMAGES).fit(X)
 print(f"fitted {model.n_iter_} epochs on {len(X)} digits")
 pca = PCA(20, random_state=0).fit(X)
 mixture = GaussianMixture(10, random_state=0).fit(pca.transform(X))
@@ -55,9 +56,11 @@ def show(axes, images):
 # Real digits next to generated ones.
 panels = {"real digits": X[:36], "PCA(20) + GaussianMixture(10)": pca_samples,
           "GLF, N(0, I) prior base": plain.sample(36, random_state=0),
-          "GLF (defaults: a mixture base)": model.sample(36, random_state=0)}
-fig = plt.figure(figsize=(13, 3.8))
-for subfig, (title, images) in zip(fig.subfigures(1, 4, wspace=0.06), panels.items()):
+          "GLF (defaults: a mixture base)": model.sample(36, random_state=0),
+          "LFP (defaults: a mixture base)": lfp.sample(36, random_state=0)}
+fig = plt.figure(figsize=(16, 3.8))
+for subfig, (title, images) in zip(fig.subfigures(1, len(panels), wspace=0.06),
+                                   panels.items()):
     show(subfig.subplots(6, 6, gridspec_kw=dict(wspace=0.08, hspace=0.08)), images)
     subfig.suptitle(title, fontsize=10)
 fig.savefig("sampling_grid.png", dpi=80)

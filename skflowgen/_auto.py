@@ -12,7 +12,7 @@ import warnings
 import torch
 
 _TABLE_INFERENCE_STEPS = 2  # LFP's inference_steps='auto' on tables
-_IMAGE_PRIOR_COMPONENTS = 20  # GLF's n_prior_components='auto' with image_shape
+_IMAGE_PRIOR_COMPONENTS = 20  # n_prior_components='auto' with image_shape
 
 
 def resolve_device(device):
@@ -76,9 +76,8 @@ class ResolvedParameters:
 
     @property
     def _prior_components(self):
-        """Components of the flow prior's base: GLF's ``n_prior_components`` (``'auto'``:
-        ``_IMAGE_PRIOR_COMPONENTS`` with ``image_shape``, 1 on tables), 1 for LFP (whose
-        Langevin inference a multimodal prior's sharp components make unstable)."""
+        """Components of the base of the flow ``sample`` draws from: ``n_prior_components``
+        (``'auto'``: ``_IMAGE_PRIOR_COMPONENTS`` with ``image_shape``, 1 on tables)."""
         if self.n_prior_components != "auto":
             return self.n_prior_components
         return _IMAGE_PRIOR_COMPONENTS if self.image_shape is not None else 1

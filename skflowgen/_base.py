@@ -365,8 +365,9 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         return np.where(np.isnan(X), filled, X)
 
     def sample(self, n_samples=1, random_state=None):
-        """Generate rows ``g(f^{-1}(u))``, ``u`` drawn from the flow's base density
-        (``N(0, I)``, or a component of the mixture with ``n_prior_components > 1``); with
+        """Generate rows ``g(f^{-1}(u))``, ``u`` drawn from the flow's base density: that of
+        ``flow_``, ``N(0, I)``, or with ``n_prior_components > 1`` a component of
+        ``sampling_flow_``'s mixture; with
         ``n_estimators > 1``, each row from a member drawn uniformly (the members' mixture).
 
         Parameters

@@ -4,6 +4,20 @@ Each estimator fills the ``%(...)s`` slots with its own defaults and the evidenc
 them, as citations of benchmarks/RESULTS.md sections; no figure is copied here.
 """
 
+PRIOR_COMPONENTS_DOC = """\
+    n_prior_components : int or 'auto', default='auto'
+        Components of the base density of the flow that :meth:`sample` draws latents from.
+        ``'auto'``: 20 with ``image_shape``, 1 on tables. 1: ``flow_``, the prior trained
+        with the model (the paper). More: when training ends, ``sampling_flow_``, a flow
+        whose base is a Gaussian mixture with full covariances (FlowGMM, Izmailov et al.
+        2020), is fitted to the codes of the training rows (``transform``): the mixture by
+        EM on the whitened codes, then flow and mixture by maximum likelihood until the
+        codes of the held-out rows (``validation_fraction``) stop improving. Codes form a
+        cluster per kind of row, which one Gaussian pushed through a flow cannot separate
+        without mass between them, where ``sample`` then draws blends. Inference, the
+        codes and every score keep ``flow_``, so this moves ``sample`` alone.
+        %(evidence)s"""
+
 COMMON_PARAMETERS_DOC = """\
     feature_scaling : {'robust', 'standard'} or None, default='robust'
         Units the networks see: each feature centred and divided by a spread learned in
@@ -125,6 +139,9 @@ COMMON_ATTRIBUTES_DOC = """\
     flow_ : CouplingFlow
         The latent prior of every member; ``flow_.log_prob(z)`` of latents
         ``(n_estimators, n, n_components_)`` is the per-row log-density of each.
+    sampling_flow_ : CouplingFlow
+        With ``n_prior_components > 1``: the flow with a mixture base fitted to the
+        training codes, which :meth:`sample` draws latents from (``flow_`` otherwise).
     noise_variance_ : ndarray of shape (n_estimators, n_features_in_)
         Observation noise variances ``sigma_j^2`` of ``N(x; g(z), diag(sigma^2))`` in the
         data's units, one row per member (a single row for one member: the shape does not

@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from ._base import BaseLatentFlow
-from ._docs import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC
+from ._docs import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, PRIOR_COMPONENTS_DOC
 from ._training import adam
 from .networks import make_decoder, make_encoder
 
@@ -39,6 +39,12 @@ _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     "and ensembles\").")
 
 
+_PRIOR_COMPONENTS_DOC = PRIOR_COMPONENTS_DOC % dict(evidence=(
+    "On both image tasks 20 components drew samples ahead of scikit-learn's\n        "
+    "generators, where ``N(0, I)`` was behind (benchmarks/RESULTS.md, \"Samples:\n        "
+    "load_digits\", \"Samples: Fashion-MNIST\"; benchmarks/DEFAULTS.md, \"Generating\")."))
+
+
 class GenerativeLatentFlow(BaseLatentFlow):
     __doc__ = f"""Generative Latent Flow: a deterministic autoencoder plus a flow prior on its codes.
 
@@ -57,7 +63,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
     whatever the batch size, and a fit at a small ``batch_size`` costs less
     (benchmarks/RESULTS.md, "Speed").
 
-    Sampling is ``G(f^{{-1}}(u))``, ``u ~ N(0, I)``; ``score_samples`` is the
+    Sampling is ``G(f^{{-1}}(u))``, ``u ~ N(0, I)`` (from ``sampling_flow_`` with
+    ``n_prior_components > 1``); ``score_samples`` is the
     log joint of the vanishing-noise model, ``log N(x; G(E(x)), sigma^2 I) +
     log p(E(x))``, with ``sigma^2 = noise_variance_`` the mean squared training
     residual, per feature or pooled (``covariance_type``).
@@ -81,23 +88,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
         with ``image_shape``.
     n_flow_blocks : int, default=4
         Coupling blocks of the flow prior.
-    n_prior_components : int or 'auto', default='auto'
-        Components of the flow prior's base density. ``'auto'``: 20 with ``image_shape``, 1
-        on tables. 1: ``N(0, I)``, trained with the autoencoder (the paper). More: the base
-        is a Gaussian mixture with full covariances
-        (FlowGMM, Izmailov et al. 2020), and when training ends the prior is refitted to
-        the codes of the training rows: the couplings back to the identity, the mixture
-        fitted by EM on the whitened codes, then flow and mixture trained by maximum
-        likelihood until the codes of the held-out rows (``validation_fraction``) stop
-        improving. An autoencoder's codes form a cluster per kind of row, which one Gaussian
-        pushed through a flow cannot separate without mass between them, where ``sample``
-        then draws blends. With the stop-gradient the codes do not depend on the prior, so
-        the refit changes ``sample`` and the scores that use ``log p(z)``, never
-        ``transform`` or the images' default ``'lof'`` score. On both image tasks 20
-        components drew samples ahead of scikit-learn's generators, where ``N(0, I)`` was
-        behind; on the ADBench tables a mixture ranked anomalies lower by the joint score
-        (benchmarks/RESULTS.md, "Samples: load_digits", "Samples: Fashion-MNIST";
-        benchmarks/DEFAULTS.md, "Generating").
+{_PRIOR_COMPONENTS_DOC}
     image_shape : tuple (C, H, W) or None, default=None
         Rows are flattened images of this shape: use DCGAN-style
         convolutional networks instead of MLPs.

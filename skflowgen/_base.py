@@ -59,7 +59,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
     @property
     def _module_names(self):
         """The networks this model holds: ``_network_names``, and ``sampling_flow_`` where
-        a fit refitted one (:meth:`_refit_prior`)."""
+        a fit made one (:meth:`_fit_sampling_flow`)."""
         return self._network_names + (("sampling_flow_",) if "sampling_flow_" in vars(self)
                                       else ())
 
@@ -215,7 +215,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
             for name in self._fit_state:
                 self.__dict__.pop(name, None)
         self._after_fit(x_train)
-        self._refit_prior(x_train, x_held, generator)
+        self._fit_sampling_flow(x_train, x_held, generator)
         self._keep_rows(X_train, X_held, seeds[2])
         return self
 

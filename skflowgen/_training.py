@@ -146,7 +146,7 @@ class TrainingMixin:
         shuffle: per-row state a model keeps (LFP's persistent chains) is advanced here,
         for many batches at once."""
 
-    def _refit_prior(self, x_train, x_held, generator):
+    def _fit_sampling_flow(self, x_train, x_held, generator):
         """``n_prior_components > 1``: ``sampling_flow_``, a flow with a Gaussian-mixture
         base fitted to the codes the final weights give the training rows, early-stopped on
         the held-out rows' codes (:meth:`~skflowgen.flows.CouplingFlow.refit`); the prior

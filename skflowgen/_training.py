@@ -149,7 +149,7 @@ class TrainingMixin:
     def _fit_sampling_flow(self, x_train, x_held, generator):
         """``n_prior_components > 1``: ``sampling_flow_``, a flow with a Gaussian-mixture
         base fitted to the codes the final weights give the training rows, early-stopped on
-        the held-out rows' codes (:meth:`~skflowgen.flows.CouplingFlow.refit`); the prior
+        the held-out rows' codes (:meth:`~skflowgen.flows.CouplingFlow.fit`); the prior
         trained with the model, ``flow_``, stays the prior of inference and of the scores.
         With 1 component, ``sample`` draws from ``flow_``."""
         vars(self).pop("sampling_flow_", None)
@@ -162,7 +162,7 @@ class TrainingMixin:
         seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator,
                                  device=generator.device))
         flow = self._new_flow(torch_generator(seed, "cpu"), self._prior_components)
-        flow.to(x_train.device).refit(z, z_held, generator)
+        flow.to(x_train.device).fit(z, z_held, generator)
         self.sampling_flow_ = flow.eval()
 
     def _optimize(self, *losses, optimizers=None):

@@ -15,9 +15,9 @@ latents are (n_members, n, d) and per-row results (n_members, n).
 With ``n_mixture > 1`` the base density is a Gaussian mixture with full covariances
 (FlowGMM, Izmailov et al., ICML 2020) instead of ``N(0, I)``: codes that form separate
 clusters (an autoencoder's codes of different classes) then need no mass between them,
-which a bijection of one Gaussian cannot avoid. :meth:`CouplingFlow.refit` fits such a prior
-to given codes: the couplings reset to the identity, the mixture fitted by EM on the whitened
-codes, then everything trained by maximum likelihood until held-out codes stop improving.
+which a bijection of one Gaussian cannot avoid. :meth:`CouplingFlow.fit` fits a new flow to
+given codes: the mixture by EM on the whitened codes, then everything by maximum likelihood
+until held-out codes stop improving.
 """
 
 import math
@@ -33,10 +33,10 @@ from .networks import Linear, member_matmul
 
 SCALE_BOUND = 2.0
 _LOG_2PI = math.log(2 * math.pi)
-# the refit's maximum-likelihood training: Adam, batches of codes, checks of the held-out
+# the maximum-likelihood training of fit: Adam, batches of codes, checks of the held-out
 # codes' mean log-density every _CHECK_EVERY steps, stopped after _PATIENCE checks without
 # improvement (the best weights kept) or at _MAX_STEPS
-_REFIT_RATE, _REFIT_BATCH, _CHECK_EVERY, _PATIENCE, _MAX_STEPS = 1e-3, 256, 50, 10, 3000
+_FIT_RATE, _FIT_BATCH, _CHECK_EVERY, _PATIENCE, _MAX_STEPS = 1e-3, 256, 50, 10, 3000
 
 
 class ActNorm(nn.Module):
@@ -217,22 +217,16 @@ class CouplingFlow(nn.Module):
         if self.base is not None:
             self.base.fit(z, torch.randint(2 ** 31 - 1, (self.n_members,), generator=generator))
 
-    def refit(self, z, z_held, generator):
-        """Fit this prior to the codes ``z`` (n_members, n, d) afresh: couplings back to the
-        identity, :meth:`initialize` on ``z``, then Adam on the mean log-density of batches
-        of ``z``, stopped when that of ``z_held`` stops improving. The weights kept are the
-        best for ``z_held`` among the checks and the start, so the refit never ends below
-        EM's fit of the held-out codes (without held-out codes, EM alone)."""
-        with torch.no_grad():
-            for layer in self.layers:
-                if isinstance(layer, AffineCoupling):
-                    last = layer.net[-1]
-                    last.weight.zero_()
-                    last.bias.zero_()
+    def fit(self, z, z_held, generator):
+        """Fit this flow to the codes ``z`` (n_members, n, d): :meth:`initialize` on ``z``
+        (the couplings of a new flow are the identity), then Adam on the mean log-density
+        of batches of ``z``, stopped when that of ``z_held`` stops improving. The weights
+        kept are the best for ``z_held`` among the checks and the start, so the fit never
+        ends below EM's fit of the held-out codes (without held-out codes, EM alone)."""
         self.initialize(z, generator)
         if z_held.shape[1] == 0:
             return
-        optimizer = torch.optim.Adam(self.parameters(), lr=_REFIT_RATE)
+        optimizer = torch.optim.Adam(self.parameters(), lr=_FIT_RATE)
 
         def held_out():
             with torch.no_grad():
@@ -241,7 +235,7 @@ class CouplingFlow(nn.Module):
         best_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
         self.train()
         for step in range(1, _MAX_STEPS + 1):
-            rows = torch.randint(z.shape[1], (_REFIT_BATCH,), generator=generator,
+            rows = torch.randint(z.shape[1], (_FIT_BATCH,), generator=generator,
                                  device=generator.device).to(z.device)
             loss = -self.log_prob(z[:, rows]).mean(dim=1).sum()
             optimizer.zero_grad(set_to_none=True)

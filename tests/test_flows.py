@@ -81,8 +81,8 @@ def test_mixture_draws_follow_the_density():
                                atol=float(0.05 * covariance.abs().max()), rtol=0)
 
 
-def test_refit_never_ends_below_em_on_the_held_out_codes():
-    """``refit`` keeps the weights best for the held-out codes among its checks and its EM
+def test_fit_never_ends_below_em_on_the_held_out_codes():
+    """``fit`` keeps the weights best for the held-out codes among its checks and its EM
     start: its held-out log-density is at least that of the same start (same seed) without
     the training steps."""
     flow, z, _ = _mixture_flow(3)
@@ -90,7 +90,7 @@ def test_refit_never_ends_below_em_on_the_held_out_codes():
     start = CouplingFlow(3, n_blocks=2, hidden_size=8, generator=torch.Generator()
                          .manual_seed(5), n_mixture=3).double()
     start.load_state_dict(flow.state_dict())
-    start.refit(z, held[:, :0], torch.Generator().manual_seed(7))  # EM alone
-    flow.refit(z, held, torch.Generator().manual_seed(7))
+    start.fit(z, held[:, :0], torch.Generator().manual_seed(7))  # EM alone
+    flow.fit(z, held, torch.Generator().manual_seed(7))
     with torch.no_grad():
         assert float(flow.log_prob(held).mean()) >= float(start.log_prob(held).mean())

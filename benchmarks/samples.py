@@ -386,21 +386,37 @@ def plot_grids(grids, side, path):
 
 
 def plot_fd(rows, path, title):
-    """FD against epochs, beside the generators without a training budget."""
+    """FD against epochs, beside the generators without a training budget; the floor (the
+    training images) is drawn where it is within ten times the lowest value, else named in
+    the legend, so that it does not squash the curves."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
     plt.switch_backend("Agg")
     fig, ax = plt.subplots(figsize=(8.5, 4), layout="constrained")
+    budgets = sorted({int(r["epochs"]) for r in rows if r["epochs"] not in ("", None)})
+    lowest = np.inf
     for name in dict.fromkeys(r["generator"] for r in rows if r["epochs"] not in ("", None)):
         epochs = sorted({int(r["epochs"]) for r in rows if r["generator"] == name})
-        ax.plot(epochs, [np.mean([float(r["fd"]) for r in rows if r["generator"] == name
-                                  and int(r["epochs"]) == e]) for e in epochs], "o-", label=name)
+        values = [np.mean([float(r["fd"]) for r in rows if r["generator"] == name
+                           and int(r["epochs"]) == e]) for e in epochs]
+        lowest = min(lowest, *values)
+        ax.plot(epochs, values, "o-", label=name)
     for name, style in (("PCA + GaussianMixture", "--"), ("KernelDensity on PCA", "-."),
                         ("training images", ":")):
         values = [float(r["fd"]) for r in rows if r["generator"] == name]
-        if values:
-            ax.axhline(np.mean(values), color="gray", linestyle=style, label=name)
+        if not values:
+            continue
+        value = np.mean(values)
+        if name == "training images" and value < lowest / 10:
+            ax.plot([], [], " ", label=f"training images: {value:.2f} (off the axis)")
+            continue
+        lowest = min(lowest, value)
+        ax.axhline(value, color="gray", linestyle=style, label=f"{name}: {value:.2f}")
     ax.set(xscale="log", yscale="log", xlabel="epochs", ylabel="FD (lower is better)",
            title=f"{title}: FD of samples against training epochs")
+    ax.set_xticks(budgets)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.savefig(path, dpi=80)
     print(f"wrote {path}")

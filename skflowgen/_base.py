@@ -186,38 +186,98 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         self
         """
         self._validate_params()
-        X = self._validate_input(X, reset=not (self.warm_start and hasattr(self, "flow_")))
-        if self.warm_start and hasattr(self, "flow_") and self.n_estimators != self._n_members:
-            raise ValueError(f"warm_start continues the fitted {self._n_members} members; "
-                             f"n_estimators={self.n_estimators} needs a fresh fit "
-                             "(warm_start=False).")
+        X, seeds, device = self._start_training(X, self.warm_start and hasattr(self, "flow_"))
+        vars(self).pop("_row_samples", None)  # partial_fit's: a fit sets its own rows aside
+        generator = torch_generator(seeds[1], device)
+        X_train = self._split_held_out(X, generator)
+        x_train, x_held = self._to_device(X_train, device), \
+            self._to_device(self._held_out_rows, device)
+        self._train_epochs(x_train, x_held if self.early_stopping else None, generator)
+        self._fit_sampling_flow(x_train, x_held, generator)
+        self._keep_rows(self._sample_rows(X_train, seeds[2]))
+        self.offset_  # noqa: B018 (computed now: predict after fit costs no more scoring)
+        return self
+
+    def partial_fit(self, X, y=None):
+        """One epoch over the rows of ``X``, continuing the fitted model (as
+        :meth:`sklearn.neural_network.MLPRegressor.partial_fit`), for data that comes in
+        blocks: ``dask_ml.wrappers.Incremental`` drives it over a dask array's blocks.
+
+        The first call (or the first on an unfitted model) builds the networks and takes
+        ``feature_scaling`` from its block; each call then runs one epoch over its rows
+        (``n_iter_`` and ``loss_curve_`` grow by one) and continues the optimizers at a
+        constant learning rate: ``max_iter``, ``tol``, ``early_stopping`` and the
+        learning-rate schedule of ``fit``, which count epochs over all the rows, do not
+        apply, and ``batch_size='auto'`` is resolved from the rows of the call. LFP's
+        persistent chains cannot follow a row across calls: each row's chain starts from
+        the inference network in every call.
+
+        Rows are held out of training by a key of their values (``validation_fraction`` of
+        the distinct rows, at most 4,096 kept), so a row held out in one pass over the
+        blocks is held out in every pass; the held-out rows that set ``offset_`` and the
+        reference rows of the local scores are bounded samples of the rows seen
+        (:mod:`skflowgen.outlier`), recomputed at first use after each call. With
+        ``n_prior_components > 1``, ``sampling_flow_`` is fitted to the codes of those
+        rows at the first :meth:`sample` after a call.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        continuing = hasattr(self, "flow_")
+        X, seeds, device = self._start_training(X, continuing)
+        if not continuing or "_row_samples" not in vars(self):
+            empty = (np.empty(0), np.empty((0, X.shape[1]), dtype=np.float32))
+            self._row_samples = {"seed": int(seeds[2]), "held": empty, "training": empty}
+        # each call its own draws, the same for the same random_state and calls
+        generator = torch_generator(np.random.SeedSequence(
+            [int(seeds[1]), self.n_iter_]).generate_state(1)[0], device)
+        X_train = self._split_block(X)
+        if len(X_train):
+            self._train_epochs(self._to_device(X_train, device), None, generator, partial=True)
+        self._keep_rows(self._row_samples["training"][1])
+        vars(self).pop("sampling_flow_", None)  # fitted at the next sample(): not every call
+        self._sampling_flow_pending = self._prior_components > 1
+        return self
+
+    def _start_training(self, X, continuing):
+        """Validate ``X`` (against the fitted model when ``continuing``), initialise a new
+        model, move the networks to the device; return ``X``, three seeds and the device."""
+        X = self._validate_input(X, reset=not continuing)
+        if continuing and self.n_estimators != self._n_members:
+            raise ValueError(f"Continuing a fit (warm_start or partial_fit) trains the fitted "
+                             f"{self._n_members} members; n_estimators={self.n_estimators} "
+                             "needs a fresh fit.")
         if np.isnan(X).all():
             raise ValueError("X has no observed entry: every value is NaN (missing).")
         self._check_params(X.shape[1])
         seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=3)
-        if not (self.warm_start and hasattr(self, "flow_")):
+        if not continuing:
             self._initialize(X, seeds[0])
         device = self._device()
         for optimizer, _ in self._optimizers:  # moves optimizer state to the parameters' device
             optimizer.load_state_dict(optimizer.state_dict())
-        generator = torch_generator(seeds[1], device)
-        X_train, X_held = self._split_held_out(X, generator)
+        return X, seeds, device
 
-        def to_model(rows):
-            return self._to_model(torch.as_tensor(np.asarray(rows, dtype=np.float32),
-                                                  device=device))
-        x_train = to_model(X_train)
-        x_held = to_model(X_held)
-        x_val = x_held if self.early_stopping else None
+    def _to_device(self, rows, device):
+        """Rows in the data's units to a float32 tensor on ``device`` in the networks'."""
+        return self._to_model(torch.as_tensor(np.asarray(rows, dtype=np.float32),
+                                              device=device))
+
+    def _train_epochs(self, x_train, x_val, generator, partial=False):
+        """:meth:`_train`, then drop the per-row training state and run ``_after_fit``."""
         try:
-            self._train(x_train, x_val, generator)
+            self._train(x_train, x_val, generator, partial)
         finally:
             for name in self._fit_state:
                 self.__dict__.pop(name, None)
         self._after_fit(x_train)
-        self._fit_sampling_flow(x_train, x_held, generator)
-        self._keep_rows(X_train, X_held, seeds[2])
-        return self
 
     def _initialize(self, X, seed):
         n_features = X.shape[1]
@@ -384,6 +444,11 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
         device = self._device()
+        if vars(self).get("_sampling_flow_pending"):  # after partial_fit: from the kept rows
+            self._fit_sampling_flow(
+                self._to_device(self._row_samples["training"][1], device),
+                self._to_device(self._row_samples["held"][1], device),
+                torch_generator(self._inference_seed + self.n_iter_, device))
         seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
         generator = torch_generator(seed, "cpu")  # the same draws on any device
         d = self.n_components_

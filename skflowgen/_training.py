@@ -43,17 +43,19 @@ def torch_generator(seed, device):
 class TrainingMixin:
     """The epoch loop of :class:`~skflowgen._base.BaseLatentFlow`'s ``fit``."""
 
-    def _train(self, x_train, x_val, generator):
+    def _train(self, x_train, x_val, generator, partial=False):
         """Epoch loop: convergence test, early stopping, rollback on divergence and on Ctrl-C.
 
         An epoch counts as good when its loss and a scoring pass at its final weights are
         finite; otherwise the fit rolls back to the last good epoch and halves the learning
-        rates, a bounded number of times.
+        rates, a bounded number of times. ``partial`` (``partial_fit``): one epoch at a
+        constant learning rate, without the convergence test.
         """
         best, no_improvement, rollbacks = np.inf, 0, 0
         good = best_state = self._state()
+        tol = None if partial else self.tol
         try:
-            for _ in range(self.max_iter):
+            for _ in range(1 if partial else self.max_iter):
                 rates = self._learning_rates()
                 stats = self._run_epoch(x_train, generator)
                 if not np.all(np.isfinite(stats)):
@@ -72,6 +74,9 @@ class TrainingMixin:
                                   RuntimeWarning, stacklevel=3)
                     continue
                 self._end_epoch(stats)
+                if not partial:  # the schedules count fit's epochs
+                    for _, scheduler in self._optimizers:
+                        scheduler.step()
                 self.n_iter_ += 1
                 self.loss_curve_.append(float(stats[0]))
                 criterion = self._convergence_loss(stats)
@@ -85,15 +90,15 @@ class TrainingMixin:
                         line += f", validation score = {self.validation_scores_[-1]:.6g}"
                     print(line)
                 good = self._state()
-                if self.tol is not None:  # None: a fixed budget of max_iter epochs
-                    improved = criterion < best - self.tol
+                if tol is not None:  # None: a fixed budget of max_iter epochs
+                    improved = criterion < best - tol
                     no_improvement = 0 if improved else no_improvement + 1
                 if criterion < best:
                     best, best_state = criterion, good
-                if self.tol is not None and no_improvement >= self.n_iter_no_change:
+                if tol is not None and no_improvement >= self.n_iter_no_change:
                     break
             else:
-                if self.tol is not None:
+                if tol is not None:
                     warnings.warn(f"Stopped at max_iter={self.max_iter} epochs without "
                                   "converging; increase max_iter.", ConvergenceWarning,
                                   stacklevel=3)
@@ -129,8 +134,6 @@ class TrainingMixin:
             rows = perm[start:start + batch_size]
             xb = x[rows]
             totals = totals + self._train_step(*self._observed(xb), generator, rows) * len(xb)
-        for _, scheduler in self._optimizers:
-            scheduler.step()
         with torch.no_grad():
             x_last, mask = self._observed(xb)
             probe = self._log_joint(x_last, mask, self._infer_latent(x_last, mask)).sum()
@@ -153,6 +156,7 @@ class TrainingMixin:
         trained with the model, ``flow_``, stays the prior of inference and of the scores.
         With 1 component, ``sample`` draws from ``flow_``."""
         vars(self).pop("sampling_flow_", None)
+        vars(self).pop("_sampling_flow_pending", None)
         if self._prior_components == 1:
             return
         z = torch.as_tensor(self._inferred_codes(x_train), dtype=torch.float32,

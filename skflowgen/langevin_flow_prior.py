@@ -267,14 +267,15 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         return torch.randn((self._n_members, len(x), self.n_components_), generator=generator,
                            device=x.device)
 
-    def _train(self, x_train, x_val, generator):
+    def _train(self, x_train, x_val, generator, partial=False):
         """With ``persistent_steps``, one chain per member and training row lives for the
-        fit: its first visit starts it (``_training_start``) and runs ``n_steps``, later
-        visits resume it for ``persistent_steps``."""
+        fit (for ``partial_fit``, for the call): its first visit starts it
+        (``_training_start``) and runs ``n_steps``, later visits resume it for
+        ``persistent_steps``."""
         self._chains = None if self.persistent_steps is None else x_train.new_zeros(
             (self._n_members, len(x_train), self.n_components_))
         self._chain_steps = None  # the first visit
-        super()._train(x_train, x_val, generator)
+        super()._train(x_train, x_val, generator, partial)
 
     def _load_state(self, state):
         """Rollback also restarts, from the prior's mode, any chain the failed epoch left

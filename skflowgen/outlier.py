@@ -20,6 +20,14 @@ A fitted model keeps two sets of rows, in the data's units:
   held-out codes among the references ranked held-out digits of ``load_digits`` higher than
   training codes in their place did.
 
+``partial_fit`` sees its rows a block at a time, and the same rows again on each pass over
+them, so it chooses both sets by a key of each row's values (:func:`row_keys`): a row is held
+out where its first key is below ``validation_fraction`` and among the ``_HELD_OUT_ROWS``
+smallest of those seen, so it is never trained on in any pass; the reference rows are the
+training rows of smallest second key. Keeping the rows of smallest key (a bottom-k sample) is
+a uniform sample of the distinct rows seen, bounded in memory, and the same whatever the
+blocks and their order.
+
 Everything derived from these rows (the reference codes, LOF's fitted part, the offset) is
 recomputed at first use after ``set_params`` of any parameter that moves a score: every
 parameter but those a class lists in ``_training_parameters``, which act on training alone.
@@ -34,6 +42,34 @@ _REFERENCE_ROWS = 10_000  # training rows whose codes the local scores compare a
 _DISTANCES_MEMORY = 16 * 2 ** 20  # bytes of distances held at once by the neighbour search
 # parameters that move a score but not the codes of the reference rows
 _SCORE_ONLY = frozenset({"score_method", "contamination", "n_importance_samples"})
+
+
+def _mix(h):
+    """splitmix64's finaliser: each bit of the output depends on every bit of ``h``."""
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def row_keys(X, seed):
+    """Two keys in [0, 1) per row of ``X``, (2, n_samples): independent uniform draws for
+    distinct rows, functions of the row's values (as float64) and ``seed`` alone."""
+    bits = (np.asarray(X, dtype=np.float64) + 0.0).view(np.uint64)  # + 0.0: -0.0 is 0.0
+    with np.errstate(over="ignore"):
+        h = np.repeat(_mix(np.arange(2, dtype=np.uint64) + np.uint64(2 * seed + 1))[:, None],
+                      len(bits), axis=1)
+        for column in bits.T:
+            h = _mix(h ^ column)
+    return (h >> np.uint64(11)) * 2.0 ** -53
+
+
+def bottom_k(sample, keys, rows, k):
+    """The ``k`` rows of smallest key among ``sample`` ``(keys, rows)`` and the new ``keys``,
+    ``rows``, each key once, in the order of their keys."""
+    keys = np.concatenate([sample[0], keys])
+    rows = np.concatenate([sample[1], np.asarray(rows, dtype=np.float32)])
+    keys, first = np.unique(keys, return_index=True)
+    return keys[:k], rows[first[:k]]
 
 
 def nearest(z, reference, k):
@@ -86,10 +122,10 @@ class DetectorMixin:
                      sorted(self.get_params(deep=False).items()) if name not in skip)
 
     def _split_held_out(self, X, generator):
-        """``(training rows, held-out rows)`` of ``X``: ``validation_fraction`` of the rows
-        (at most ``_HELD_OUT_ROWS``) drawn at random, none where that rounds to no row or
-        leaves none to train on (then ``offset_`` comes from the training rows), which
-        ``early_stopping`` refuses."""
+        """``fit``'s split: set ``validation_fraction`` of the rows (at most
+        ``_HELD_OUT_ROWS``) drawn at random aside as ``_held_out_rows``, none where that
+        rounds to no row or leaves none to train on (then ``offset_`` comes from the training
+        rows), which ``early_stopping`` refuses; return the rows to train on."""
         n_held = min(int(round(self.validation_fraction * len(X))), _HELD_OUT_ROWS)
         if n_held < 1 or n_held >= len(X):
             if self.early_stopping:
@@ -98,19 +134,38 @@ class DetectorMixin:
             n_held = 0
         order = torch.randperm(len(X), generator=generator, device=generator.device).cpu()
         held = np.sort(order[:n_held].numpy())
-        return np.delete(X, held, axis=0), X[held]
+        self._held_out_rows = X[held]
+        return np.delete(X, held, axis=0)
 
-    def _keep_rows(self, X_train, X_held, seed):
-        """Keep the held-out rows and the reference rows (the held-out rows, then random
-        training rows in their order, ``_REFERENCE_ROWS`` in all; without held-out rows, the
-        training rows are both), drop what was derived from earlier ones, set the offset."""
+    def _sample_rows(self, X_train, seed):
+        """``fit``'s reference sample: random training rows, in their order, enough to make
+        ``_REFERENCE_ROWS`` with the held-out rows."""
         order = np.random.RandomState(seed).permutation(len(X_train))
-        sample = X_train[np.sort(order[:max(0, _REFERENCE_ROWS - len(X_held))])]
-        self._held_out_rows = np.asarray(X_held if len(X_held) else sample, dtype=np.float32)
-        self._reference_rows = np.asarray(np.concatenate([X_held, sample]) if len(X_held)
-                                          else sample, dtype=np.float32)
+        return X_train[np.sort(order[:max(0, _REFERENCE_ROWS - len(self._held_out_rows))])]
+
+    def _split_block(self, X):
+        """``partial_fit``'s split of ``X``: update the bottom-k samples of held-out and of
+        training rows (see the module docstring) and return the rows to train on."""
+        state = self._row_samples
+        first, second = row_keys(X, state["seed"])
+        keys = state["held"][0]
+        largest = keys[-1] if len(keys) >= _HELD_OUT_ROWS else np.inf
+        held = (first < self.validation_fraction) & (first <= largest)
+        state["held"] = bottom_k(state["held"], first[held], X[held], _HELD_OUT_ROWS)
+        state["training"] = bottom_k(state["training"], second[~held], X[~held],
+                                     _REFERENCE_ROWS)
+        self._held_out_rows = state["held"][1]
+        return X[~held]
+
+    def _keep_rows(self, sample):
+        """Keep the reference rows (the held-out rows, then ``sample``, training rows, up to
+        ``_REFERENCE_ROWS`` in all; without held-out rows, ``sample`` is both) and drop what
+        was derived from earlier ones."""
+        held = np.asarray(self._held_out_rows, dtype=np.float32)
+        sample = np.asarray(sample[:max(0, _REFERENCE_ROWS - len(held))], dtype=np.float32)
+        self._held_out_rows = held if len(held) else sample
+        self._reference_rows = np.concatenate([held, sample]) if len(held) else sample
         self._derived_state = {}
-        self.offset_  # noqa: B018 (computed now: predict after fit costs no more scoring)
 
     def _derived(self, name, key, compute):
         """``compute()``, kept under ``name`` until ``key`` changes."""

@@ -68,6 +68,21 @@ def test_predict_flags_the_contamination_share_of_new_rows(fitted, halves, est, 
     assert abs(share - model.contamination) <= TOLERANCE
 
 
+@pytest.mark.parametrize("est", CLASSES)
+def test_predict_after_blockwise_training_flags_the_contamination_share(halves, est):
+    """As after ``fit``: ``partial_fit`` over 5 blocks, 5 passes, holds its rows out by their
+    keys (never trained on in any pass), so about ``contamination`` of new rows are flagged,
+    for every score."""
+    extra = {"n_steps": 5} if est == "LFP" else {}
+    model = CLASSES[est](**{**SETTINGS, **extra})
+    for _ in range(SETTINGS["max_iter"]):
+        for block in np.array_split(halves[0], 5):
+            model.partial_fit(block)
+    for score_method in SCORES:
+        model.set_params(score_method=score_method)
+        assert abs(flagged(model, halves[1]) - model.contamination) <= TOLERANCE, score_method
+
+
 MOVERS = {
     "GLF": [("contamination", 0.05), ("contamination", 0.2), ("n_importance_samples", 16)],
     "LFP": [("contamination", 0.05), ("contamination", 0.2), ("n_importance_samples", 32),

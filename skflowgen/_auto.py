@@ -34,8 +34,8 @@ def resolve_device(device):
 
 def auto_batch_size(n_rows, steps=10):
     """``batch_size='auto'``: ``min(256, max(16, n_rows // steps))`` rows, ``steps`` or more
-    optimizer steps an epoch."""
-    return min(256, max(16, n_rows // steps))
+    optimizer steps an epoch; 256 for an epoch of unknown size (``n_rows=None``)."""
+    return 256 if n_rows is None else min(256, max(16, n_rows // steps))
 
 
 class ResolvedParameters:

@@ -208,7 +208,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         (``n_iter_`` and ``loss_curve_`` grow by one) and continues the optimizers at a
         constant learning rate: ``max_iter``, ``tol``, ``early_stopping`` and the
         learning-rate schedule of ``fit``, which count epochs over all the rows, do not
-        apply, and ``batch_size='auto'`` is resolved from the rows of the call. LFP's
+        apply, and ``batch_size='auto'`` is 256, its value for ``fit`` on large data (the
+        rows of a call are a part of data of unknown size). LFP's
         persistent chains cannot follow a row across calls: each row's chain starts from
         the inference network in every call.
 

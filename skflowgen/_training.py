@@ -57,7 +57,8 @@ class TrainingMixin:
         try:
             for _ in range(1 if partial else self.max_iter):
                 rates = self._learning_rates()
-                stats = self._run_epoch(x_train, generator)
+                # partial_fit: an epoch of the data's rows, of unknown number
+                stats = self._run_epoch(x_train, generator, None if partial else len(x_train))
                 if not np.all(np.isfinite(stats)):
                     rollbacks += 1
                     self._load_state(good)
@@ -117,16 +118,16 @@ class TrainingMixin:
     # when training ends, however it ends.
     _fit_state = ()
 
-    def _run_epoch(self, x, generator):
-        """One pass over shuffled mini-batches (each :meth:`_lookahead_rows` of them first
-        handed to :meth:`_prepare_rows`), then a scoring pass of the last batch at the final
-        weights (a step can leave weights that only fail on the next forward pass). The only
-        host sync is at the end."""
+    def _run_epoch(self, x, generator, n_rows):
+        """One pass over shuffled mini-batches of ``x`` (each :meth:`_lookahead_rows` of them
+        first handed to :meth:`_prepare_rows`), their size that of an epoch of ``n_rows`` (None: unknown),
+        then a scoring pass of the last batch at the final weights (a step can leave weights
+        that only fail on the next forward pass). The only host sync is at the end."""
         for name in self._module_names:
             getattr(self, name).train()
         perm = torch.randperm(len(x), generator=generator, device=x.device)
-        batch_size = self._batch_size(len(x))
-        lookahead = self._lookahead_rows(batch_size, len(x))
+        batch_size = self._batch_size(n_rows)
+        lookahead = self._lookahead_rows(batch_size, n_rows)
         totals = 0
         for start in range(0, len(x), batch_size):
             if start % lookahead == 0:

@@ -4,6 +4,7 @@ run."""
 import numpy as np
 import pytest
 from joblib import parallel_backend
+from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 from skflowgen import LangevinFlowPriorGenerator
@@ -44,3 +45,26 @@ def test_scoring_a_dask_array_on_a_local_cluster_matches_local(blob):
         blocks = da.from_array(X, chunks=(37, X.shape[1]))
         remote = blocks.map_blocks(model.score_samples, drop_axis=1, dtype=np.float64).compute()
     np.testing.assert_array_equal(remote, model.score_samples(X))
+
+
+def test_incremental_on_a_local_cluster_trains_as_partial_fit_does(blob):
+    """``dask_ml.wrappers.Incremental`` hands the blocks of a dask array to ``partial_fit``
+    on the workers, one after the other: the model it returns is the one local calls over
+    the same blocks give, and it scores the array block by block."""
+    da = pytest.importorskip("dask.array")
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    X = np.vstack([blob] * 3)
+    est = LangevinFlowPriorGenerator(n_steps=3, n_estimators=2, random_state=0, **TINY)
+    local = clone(est)
+    for block in np.array_split(X, 4):
+        local.partial_fit(block)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        blocks = da.from_array(X, chunks=(150, X.shape[1]))
+        remote = wrappers.Incremental(est, shuffle_blocks=False).fit(blocks).estimator_
+        scores = blocks.map_blocks(remote.score_samples, drop_axis=1,
+                                   dtype=np.float64).compute()
+    assert remote.n_iter_ == local.n_iter_ == 4
+    np.testing.assert_allclose(scores, local.score_samples(X), rtol=1e-5)
+    np.testing.assert_array_equal(remote.predict(X), local.predict(X))

@@ -18,6 +18,7 @@ EXAMPLES = ROOT / "examples"
 # What each example must leave behind: the PNG files it writes to the working
 # directory, or a line it must print when it writes none. "grids" are figures of image tiles.
 EXPECTED = {
+    "blockwise_dask.py": {"line": "How each model scores the new rows:"},
     "demo.py": {"png": ["demo_samples.png"], "grids": ["demo_samples.png"]},
     "persistence.py": {"line": "OK"},
     "plot_anomaly_detection.py": {"png": ["anomaly_scores.png", "anomaly_roc.png"]},

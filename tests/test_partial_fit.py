@@ -201,3 +201,13 @@ def test_sampling_flow_is_fitted_at_the_first_sample_after_partial_fit(digits01)
     np.testing.assert_array_equal(restored.sample(5, random_state=0), drawn)
     model.partial_fit(digits01[0][300:600])
     assert not np.array_equal(model.sample(5, random_state=0), drawn)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_auto_batch_size_is_that_of_large_data(monkeypatch, est):
+    """``batch_size='auto'``: a call's rows are part of data of unknown size, so batches
+    of 256 rows (``fit``'s on large data), not ``fit``'s ten or more steps an epoch."""
+    steps = StepHook(monkeypatch, CLASSES[est], lambda call, run, model: run())
+    model = make(est, batch_size="auto").partial_fit(manifold(1000))
+    trained = 1000 - len(model._row_samples["held"][1])
+    assert steps.calls == -(-trained // 256)

@@ -5,7 +5,8 @@ What it measures
     ``adbench``: for each ADBench set and seed, both estimators at their defaults trained two
     ways on the same rows: ``fit``, and ``partial_fit`` over the rows in 10 blocks (rows
     shuffled with the seed, then split), for ``max_iter`` passes over the blocks in an order
-    shuffled each pass (as ``dask_ml.wrappers.Incremental`` does). Sets are subsampled to
+    shuffled each pass (as ``dask_ml.wrappers.Incremental`` does), and ``fit`` with another
+    ``random_state``, for the difference the random state alone makes. Sets are subsampled to
     10,000 rows, split 70/30 and scaled to [0, 1] as in ``adbench.py``. Reported: test AUROC
     and AP (x100) of each way, and the share of new normal rows ``predict`` flags: each
     way trained on one random half of the set's normal rows, the share of the other half
@@ -44,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 N_BLOCKS = 10
+RESEED = 1000
+WAYS = ("fit", "blockwise", "refit")
 CONTAMINATION = 0.1
 RAW_FIELDS = ["dataset", "seed", "model", "way", "auroc", "ap", "share", "train_s"]
 HERE = Path(__file__).resolve().parent
@@ -61,6 +64,10 @@ def blockwise(model, X, seed):
 
 
 def train(model, X, seed, way):
+    """``way``: ``fit``, ``blockwise``, or ``refit``: ``fit`` with another ``random_state``,
+    the spread that random_state alone gives (``RESEED``)."""
+    if way == "refit":
+        return model.set_params(random_state=model.random_state + RESEED).fit(X)
     return model.fit(X) if way == "fit" else blockwise(model, X, seed)
 
 
@@ -75,7 +82,7 @@ def run_adbench(path, seed, model_name, threads):
     halves = np.array_split(normal[np.random.RandomState(seed).permutation(len(normal))], 2)
     make = _common.estimator_class(model_name)
     rows = []
-    for way in ("fit", "blockwise"):
+    for way in WAYS:
         model, seconds = _common.timed(train, make(random_state=seed), X_train, seed, way)
         scores = -model.score_samples(X_test)
         detector = train(make(random_state=seed, contamination=CONTAMINATION), halves[0],
@@ -97,7 +104,8 @@ def adbench(args):
         lambda r: (next(p for p in files if _common.dataset_name(p) == r["dataset"]),
                    int(r["seed"]), r["model"], args.threads),
         n_jobs=args.jobs, resume=args.resume)
-    table, differences = [], {"glf": [], "lfp": []}
+    table, differences = [], {(model, way): [] for model in ("glf", "lfp")
+                              for way in ("blockwise", "refit")}
     for path in files:
         name = _common.dataset_name(path)
         line = [name]
@@ -105,26 +113,33 @@ def adbench(args):
             mean = {way: {key: np.mean([float(r[key]) for r in rows if r["dataset"] == name
                                         and r["model"] == model and r["way"] == way])
                           for key in ("auroc", "ap", "share", "train_s")}
-                    for way in ("fit", "blockwise")}
-            delta = mean["blockwise"]["auroc"] - mean["fit"]["auroc"]
-            differences[model].append(delta)
+                    for way in WAYS}
+            for way in ("blockwise", "refit"):
+                differences[model, way].append(mean[way]["auroc"] - mean["fit"]["auroc"])
             line += [f"{mean['fit']['auroc']:.1f}", f"{mean['blockwise']['auroc']:.1f}",
-                     f"{delta:+.1f}",
+                     f"{differences[model, 'blockwise'][-1]:+.1f}",
+                     f"{differences[model, 'refit'][-1]:+.1f}",
                      f"{mean['fit']['ap']:.1f} / {mean['blockwise']['ap']:.1f}",
                      f"{mean['fit']['share']:.3f} / {mean['blockwise']['share']:.3f}",
                      f"{mean['blockwise']['train_s'] / mean['fit']['train_s']:.1f}"]
         table.append(line)
-    table.append(["mean", *[value for model in ("glf", "lfp") for value in
-                            ("", "", f"{np.mean(differences[model]):+.1f}", "", "", "")]])
+    table.append(["mean", *[value for model in ("glf", "lfp") for value in (
+        "", "", f"{np.mean(differences[model, 'blockwise']):+.1f}",
+        f"{np.mean(differences[model, 'refit']):+.1f}", "", "", "")]])
+    table.append(["mean of absolute", *[value for model in ("glf", "lfp") for value in (
+        "", "", f"{np.mean(np.abs(differences[model, 'blockwise'])):.1f}",
+        f"{np.mean(np.abs(differences[model, 'refit'])):.1f}", "", "", "")]])
     header = ["set", *[f"{m} {c}" for m in ("GLF", "LFP") for c in
-                       ("AUROC fit", "blockwise", "difference", "AP fit / blockwise",
-                        "new normal rows flagged fit / blockwise", "time blockwise / fit")]]
+                       ("AUROC fit", "blockwise", "blockwise - fit", "refit - fit",
+                        "AP fit / blockwise", "new normal rows flagged fit / blockwise",
+                        "time blockwise / fit")]]
     description = (
         f"Mean over seeds {args.seeds} of "
         f"`benchmarks/results/{Path(args.raw).name}`. Each set subsampled to 10,000 rows, "
         f"split 70/30, scaled to [0, 1]; `fit` against `partial_fit` over the training rows "
         f"in {N_BLOCKS} blocks for `max_iter` passes (the default 10), the block order "
-        "shuffled each pass. AUROC and AP x 100 on the test rows; flagged: the share of new "
+        f"shuffled each pass; refit: `fit` with `random_state` + {RESEED}, the difference "
+        "that the random state alone makes. AUROC and AP x 100 on the test rows; flagged: the share of new "
         "normal rows `predict` flags after training on the other half of the normal rows "
         f"(`contamination={CONTAMINATION}`).")
     _common.write_report(args.output, "blockwise-adbench",

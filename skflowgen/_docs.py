@@ -92,7 +92,9 @@ COMMON_PARAMETERS_DOC = """\
         ``min(256, max(16, n_samples // 32))``: a convolutional network needs more
         steps (benchmarks/RESULTS.md, "Images"). Evaluation (scoring, ``transform``,
         ``sample``...) streams over chunks sized by memory instead: about 64 MiB
-        of network activations each, whatever the number of rows.
+        of network activations each, whatever the number of rows. In
+        ``partial_fit``, whose rows are a part of data of unknown size, ``'auto'``
+        is 256.
     tol : float or None, default=None
         Minimum improvement of the training loss (GLF: of its reconstruction
         error; with ``early_stopping``: of the validation score) that resets
@@ -119,7 +121,8 @@ COMMON_PARAMETERS_DOC = """\
         row, ``offset_`` comes from the training rows. With ``warm_start`` on the same
         rows, keep an int ``random_state``: the same rows are held out again.
     warm_start : bool, default=False
-        Continue from the fitted networks and optimizer state on the next fit.
+        Continue from the fitted networks and optimizer state on the next fit
+        (``partial_fit`` always continues a fitted model).
     verbose : int, default=0
         0 is silent; 1 prints one line per epoch.
     random_state : int, RandomState instance or None, default=None
@@ -141,20 +144,23 @@ COMMON_ATTRIBUTES_DOC = """\
         ``(n_estimators, n, n_components_)`` is the per-row log-density of each.
     sampling_flow_ : CouplingFlow
         With ``n_prior_components > 1``: the flow with a mixture base fitted to the
-        training codes, which :meth:`sample` draws latents from (``flow_`` otherwise).
+        training codes, which :meth:`sample` draws latents from (``flow_`` otherwise);
+        after ``partial_fit``, fitted at the next :meth:`sample`.
     noise_variance_ : ndarray of shape (n_estimators, n_features_in_)
         Observation noise variances ``sigma_j^2`` of ``N(x; g(z), diag(sigma^2))`` in the
         data's units, one row per member (a single row for one member: the shape does not
         depend on ``n_estimators``).
     offset_ : float
         ``score_samples`` percentile at ``100 * contamination`` over the rows held out of
-        training (``validation_fraction``), for the current parameters: after
+        training (``validation_fraction``; with ``partial_fit``, a bounded sample of
+        them), for the current parameters: after
         ``set_params`` of one that moves a score, recomputed at first use
         (``skflowgen.outlier``).
     n_iter_ : int
-        Epochs run (completed epochs, if the fit was interrupted).
+        Epochs run (completed epochs, if the fit was interrupted); each
+        ``partial_fit`` call adds one.
     loss_curve_ : list of float
-        Mean training loss per epoch.
+        Mean training loss per epoch (per ``partial_fit`` call).
     validation_scores_ : list of float or None
         Mean held-out log-likelihood per epoch with ``early_stopping``.
     n_features_in_ : int

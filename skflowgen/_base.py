@@ -234,7 +234,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         continuing = hasattr(self, "flow_")
         X, seeds, device = self._start_training(X, continuing)
         if not continuing or "_row_samples" not in vars(self):
-            empty = (np.empty(0), np.empty((0, X.shape[1]), dtype=np.float32))
+            empty = (np.empty(0), np.empty((0, X.shape[1]), dtype=np.float32),
+                     np.empty(0, dtype=np.int64))
             self._row_samples = {"seed": int(seeds[2]), "held": empty, "training": empty}
         # each call its own draws, the same for the same random_state and calls
         generator = torch_generator(np.random.SeedSequence(

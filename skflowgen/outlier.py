@@ -4,7 +4,7 @@ training rows, the offset, and ``decision_function`` / ``predict``.
 A fitted model keeps two sets of rows, in the data's units:
 
 - the *held-out rows*: ``validation_fraction`` of the rows given to ``fit`` (at most
-  10,000), set aside before training and never trained on. ``offset_`` is the
+  4,096), set aside before training and never trained on. ``offset_`` is the
   ``100 * contamination`` percentile of their scores: a new row of the training distribution
   gets such a score, where a training row scores higher than a new one (the networks fit
   their own rows better, and a training row is its own nearest code). So ``predict`` flags
@@ -25,8 +25,12 @@ them, so it chooses both sets by a key of each row's values (:func:`row_keys`): 
 out where its first key is below ``validation_fraction`` and among the ``_HELD_OUT_ROWS``
 smallest of those seen, so it is never trained on in any pass; the reference rows are the
 training rows of smallest second key. Keeping the rows of smallest key (a bottom-k sample) is
-a uniform sample of the distinct rows seen, bounded in memory, and the same whatever the
-blocks and their order.
+a uniform sample of the rows seen, bounded in memory, and for distinct rows the same whatever
+the blocks and their order. The copies of a repeated row get keys of their own (the key
+counts the equal rows before it in its block), so a fifth of them are held out as in ``fit``
+(when one key held all copies of a row that is 30% of mammography's, new rows, a third of
+them copies of training rows, were flagged at 6%, not 10%); a kept row counts in the
+percentile as often as it was seen.
 
 Everything derived from these rows (the reference codes, LOF's fitted part, the offset) is
 recomputed at first use after ``set_params`` of any parameter that moves a score: every
@@ -52,24 +56,46 @@ def _mix(h):
 
 
 def row_keys(X, seed):
-    """Two keys in [0, 1) per row of ``X``, (2, n_samples): independent uniform draws for
-    distinct rows, functions of the row's values (as float64) and ``seed`` alone."""
+    """Two keys in [0, 1) per row of ``X``, (2, n_samples): independent uniform draws,
+    functions of ``seed``, the row's values (as float64) and how many equal rows come before
+    it in ``X`` (so that the copies of a repeated row are held out as rows are, at random)."""
     bits = (np.asarray(X, dtype=np.float64) + 0.0).view(np.uint64)  # + 0.0: -0.0 is 0.0
     with np.errstate(over="ignore"):
         h = np.repeat(_mix(np.arange(2, dtype=np.uint64) + np.uint64(2 * seed + 1))[:, None],
                       len(bits), axis=1)
         for column in bits.T:
             h = _mix(h ^ column)
+        _, equal = np.unique(h[0], return_inverse=True)
+        order = np.argsort(equal, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(equal[order]) != 0])
+        before = np.empty(len(h[0]), dtype=np.uint64)
+        before[order] = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts,
+                                                                                len(order)]))
+        h = _mix(h ^ _mix(before + np.uint64(seed)))
     return (h >> np.uint64(11)) * 2.0 ** -53
 
 
 def bottom_k(sample, keys, rows, k):
-    """The ``k`` rows of smallest key among ``sample`` ``(keys, rows)`` and the new ``keys``,
-    ``rows``, each key once, in the order of their keys."""
+    """The ``k`` rows of smallest key among ``sample`` ``(keys, rows, counts)`` and the new
+    ``keys``, ``rows``, each key once, in the order of their keys, with the times it was
+    seen."""
     keys = np.concatenate([sample[0], keys])
     rows = np.concatenate([sample[1], np.asarray(rows, dtype=np.float32)])
-    keys, first = np.unique(keys, return_index=True)
-    return keys[:k], rows[first[:k]]
+    counts = np.concatenate([sample[2], np.ones(len(keys) - len(sample[0]), dtype=np.int64)])
+    keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return keys[:k], rows[first[:k]], np.bincount(inverse, counts, len(keys))[:k].astype(np.int64)
+
+
+def percentile(values, q, weights=None):
+    """``np.percentile(np.repeat(values, weights), q)`` (linear interpolation), without the
+    copies."""
+    if weights is None:
+        return float(np.percentile(values, q))
+    order = np.argsort(values, kind="stable")
+    values, ends = np.asarray(values)[order], np.cumsum(np.asarray(weights)[order])
+    position = q / 100 * (ends[-1] - 1)
+    low, high = np.searchsorted(ends, [np.floor(position), np.ceil(position)], side="right")
+    return float(values[low] + (position - np.floor(position)) * (values[high] - values[low]))
 
 
 def nearest(z, reference, k):
@@ -134,7 +160,7 @@ class DetectorMixin:
             n_held = 0
         order = torch.randperm(len(X), generator=generator, device=generator.device).cpu()
         held = np.sort(order[:n_held].numpy())
-        self._held_out_rows = X[held]
+        self._held_out_rows, self._held_out_counts = X[held], None
         return np.delete(X, held, axis=0)
 
     def _sample_rows(self, X_train, seed):
@@ -154,7 +180,7 @@ class DetectorMixin:
         state["held"] = bottom_k(state["held"], first[held], X[held], _HELD_OUT_ROWS)
         state["training"] = bottom_k(state["training"], second[~held], X[~held],
                                      _REFERENCE_ROWS)
-        self._held_out_rows = state["held"][1]
+        self._held_out_rows, self._held_out_counts = state["held"][1:]
         return X[~held]
 
     def _keep_rows(self, sample):
@@ -164,6 +190,8 @@ class DetectorMixin:
         held = np.asarray(self._held_out_rows, dtype=np.float32)
         sample = np.asarray(sample[:max(0, _REFERENCE_ROWS - len(held))], dtype=np.float32)
         self._held_out_rows = held if len(held) else sample
+        if not len(held):
+            self._held_out_counts = None
         self._reference_rows = np.concatenate([held, sample]) if len(held) else sample
         self._derived_state = {}
 
@@ -208,7 +236,9 @@ class DetectorMixin:
         if "_held_out_rows" not in self.__dict__:
             raise AttributeError(f"This {type(self).__name__} is not fitted: no offset_.")
 
-        def percentile():
+        counts = vars(self).get("_held_out_counts")  # None: each row once
+
+        def compute():
             scores = []
             for fold in (0, 1):
                 rows = self._held_out_rows[fold::2]
@@ -217,8 +247,9 @@ class DetectorMixin:
                     scores.extend(self._score_rows(rows) if len(rows) else [])
                 finally:
                     del self._scoring_fold
-            return float(np.percentile(scores, 100 * self.contamination))
-        return self._derived("offset", self._scoring_key(), percentile)
+            weights = None if counts is None else np.r_[counts[0::2], counts[1::2]]
+            return percentile(scores, 100 * self.contamination, weights)
+        return self._derived("offset", self._scoring_key(), compute)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for outliers.

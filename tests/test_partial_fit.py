@@ -123,13 +123,13 @@ def test_property_kept_rows_are_bounded_never_trained_on_and_free_of_the_blocks(
         monkeypatch, n_rows, n_blocks, seed, fraction, passes, data):
     """Over repeated passes in any block order: no held-out row is ever returned for training,
     the held-out rows are the (at most ``_HELD_OUT_ROWS``) rows of smallest first key below
-    ``validation_fraction`` and the reference sample the ``_REFERENCE_ROWS`` other rows of
-    smallest second key, whatever the blocks."""
+    ``validation_fraction``, each seen once a pass, and the reference sample the
+    ``_REFERENCE_ROWS`` other rows of smallest second key, whatever the blocks."""
     monkeypatch.setattr(outlier, "_HELD_OUT_ROWS", 7)
     monkeypatch.setattr(outlier, "_REFERENCE_ROWS", 11)
     rows = np.random.RandomState(seed).randn(n_rows, 3).astype(np.float32)
     model = GenerativeLatentFlow(validation_fraction=fraction)
-    empty = (np.empty(0), np.empty((0, 3), dtype=np.float32))
+    empty = (np.empty(0), np.empty((0, 3), dtype=np.float32), np.empty(0, dtype=np.int64))
     model._row_samples = {"seed": seed, "held": empty, "training": empty}
     blocks = np.array_split(rows, n_blocks)
     trained = set()
@@ -141,10 +141,40 @@ def test_property_kept_rows_are_bounded_never_trained_on_and_free_of_the_blocks(
     held = candidates[np.argsort(first[candidates])][:7]
     others = np.setdiff1d(np.arange(n_rows), held)
     reference = others[np.argsort(second[others])][:11]
-    np.testing.assert_array_equal(model._row_samples["held"][1], rows[held])
+    np.testing.assert_array_equal(model._held_out_rows, rows[held])
+    np.testing.assert_array_equal(model._held_out_counts, np.full(len(held), passes))
     np.testing.assert_array_equal(model._row_samples["training"][1], rows[reference])
     assert not trained & {r.tobytes() for r in rows[held]}
     assert trained == {r.tobytes() for r in rows[others]}
+
+
+def test_copies_of_a_repeated_row_are_held_out_as_rows_are():
+    """A row that is half of the data: about ``validation_fraction`` of its copies are held
+    out (within 5 standard deviations), the same copies in every pass, and each kept copy
+    counts once a pass."""
+    rng = np.random.RandomState(0)
+    rows = np.vstack([np.repeat(rng.randn(1, 3), 2000, axis=0), rng.randn(2000, 3)])
+    blocks = np.array_split(rows[rng.permutation(len(rows))], 4)
+    model = GenerativeLatentFlow(validation_fraction=0.2)
+    empty = (np.empty(0), np.empty((0, 3), dtype=np.float32), np.empty(0, dtype=np.int64))
+    model._row_samples = {"seed": 0, "held": empty, "training": empty}
+    trained = [[len(model._split_block(block)) for block in blocks] for _ in range(2)]
+    assert trained[0] == trained[1]
+    copies = (model._held_out_rows == rows[0].astype(np.float32)).all(axis=1)
+    held_copies = model._held_out_counts[copies].sum() / 2
+    assert abs(held_copies - 400) < 5 * np.sqrt(2000 * 0.2 * 0.8)
+    assert model._held_out_counts.sum() == 2 * (len(rows) - sum(trained[0]))
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=30), data=st.data(),
+       q=st.floats(0, 100))
+def test_property_weighted_percentile_is_that_of_the_repeated_values(values, data, q):
+    weights = data.draw(st.lists(st.integers(1, 5), min_size=len(values),
+                                 max_size=len(values)))
+    np.testing.assert_allclose(outlier.percentile(np.array(values), q, np.array(weights)),
+                               np.percentile(np.repeat(values, weights), q), rtol=1e-9,
+                               atol=1e-6)
 
 
 @given(st.integers(0, 2 ** 31 - 1))

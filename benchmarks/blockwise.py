@@ -12,19 +12,20 @@ What it measures
     way trained on one random half of the set's normal rows, the share of the other half
     flagged (``contamination=0.1``).
 
-    ``cluster``: a dask array of ``--rows`` rows x 20 features (rows near a 3-dimensional
-    manifold, generated lazily block by block on the workers), an estimator trained on it by
-    ``dask_ml.wrappers.Incremental`` (one pass, blocks of ``--block-rows``) on a
+    ``cluster``: for each of ``--rows``, a dask array of that many rows x 20 features (rows
+    near a 3-dimensional manifold, generated lazily block by block on the workers), an
+    estimator trained on it by ``dask_ml.wrappers.Incremental`` (one pass, blocks of
+    ``--block-rows``) on a
     ``LocalCluster`` of 2 single-threaded worker processes, then the whole array scored with
     ``map_blocks``. A thread samples each worker's resident memory every 0.5 s. Reported: the
-    array's size, each worker's peak memory, training and scoring rows a second, beside
-    ``fit`` (one epoch) on an in-memory sample of ``--sample-rows`` rows in this process, and
-    the share of new rows ``predict`` flags.
+    array's size, each worker's peak memory (the same for every size: bounded by the block),
+    training and scoring rows a second, beside ``fit`` (one epoch) on an in-memory sample of
+    ``--sample-rows`` rows in this process, and the share of new rows ``predict`` flags.
 
 How to run
     python benchmarks/blockwise.py adbench ../shared/data/adbench \\
         --datasets skin mammography mnist annthyroid pendigits --seeds 1 2 3
-    python benchmarks/blockwise.py cluster --rows 10000000 --block-rows 250000
+    python benchmarks/blockwise.py cluster --rows 1000000 10000000 --params n_estimators=1
 
     ``adbench`` writes one raw row per (set, seed, model) to ``--raw`` as it goes and
     ``--resume`` keeps them; both write their section of ``--output``.
@@ -169,61 +170,60 @@ def cluster(args):
     warnings.simplefilter("ignore")
     rng = np.random.RandomState(0)
     weights = (rng.randn(3, 32), rng.randn(32, 20) / 4)
-    draws = da.random.RandomState(1).standard_normal((args.rows, 23),
-                                                     chunks=(args.block_rows, 23))
-    X = draws.map_blocks(manifold_rows, weights, chunks=(args.block_rows, 20),
-                         dtype=np.float32)
     model_class = _common.estimator_class(args.model)
     params = _common.parse_params(args.params)
     new_rows = manifold_rows(np.random.RandomState(2).standard_normal((100_000, 23)), weights)
+    gib, table = 2 ** 30, []
+    for n_rows in args.rows:
+        draws = da.random.RandomState(1).standard_normal((n_rows, 23),
+                                                         chunks=(args.block_rows, 23))
+        X = draws.map_blocks(manifold_rows, weights, chunks=(args.block_rows, 20),
+                             dtype=np.float32)
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          host="127.0.0.1", dashboard_address=None) as local, \
+                Client(local) as client:
+            peaks, done = {}, threading.Event()
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as local, Client(local) as client:
-        peaks, done = {}, threading.Event()
-
-        def sample_memory():
-            while not done.is_set():
-                for worker, rss in client.run(worker_rss).items():
-                    peaks[worker] = max(peaks.get(worker, 0), rss)
-                time.sleep(0.5)
-        sampler = threading.Thread(target=sample_memory, daemon=True)
-        sampler.start()
-        start = time.perf_counter()
-        model = Incremental(model_class(random_state=0, **params), shuffle_blocks=True,
-                            random_state=0).fit(X).estimator_
-        train_s = time.perf_counter() - start
-        start = time.perf_counter()
-        scores = X.map_blocks(model.score_samples, drop_axis=1, dtype=np.float64).compute()
-        score_s = time.perf_counter() - start
-        done.set()
-        sampler.join()
+            def sample_memory():
+                while not done.is_set():
+                    for worker, rss in client.run(worker_rss).items():
+                        peaks[worker] = max(peaks.get(worker, 0), rss)
+                    time.sleep(0.5)
+            sampler = threading.Thread(target=sample_memory, daemon=True)
+            sampler.start()
+            model, train_s = _common.timed(lambda: Incremental(
+                model_class(random_state=0, **params), shuffle_blocks=True,
+                random_state=0).fit(X).estimator_)
+            scores, score_s = _common.timed(
+                X.map_blocks(model.score_samples, drop_axis=1, dtype=np.float64).compute)
+            done.set()
+            sampler.join()
+        table.append([f"{n_rows:,} x 20 float32: {n_rows * 80 / gib:.2f} GiB in "
+                      f"{X.numblocks[0]} blocks of {args.block_rows * 80 / 2 ** 20:.0f} MiB",
+                      " / ".join(f"{peak / gib:.2f}" for peak in peaks.values()),
+                      f"{n_rows / train_s:,.0f} ({train_s:.0f} s)",
+                      f"{n_rows / score_s:,.0f} ({score_s:.0f} s)",
+                      f"{np.isfinite(scores).mean():.4f}",
+                      f"{np.mean(model.predict(new_rows) == -1):.3f}"])
+        print(table[-1], flush=True)
     sample = manifold_rows(np.random.RandomState(3).standard_normal((args.sample_rows, 23)),
                            weights)
     _, fit_s = _common.timed(model_class(random_state=0, max_iter=1, **params).fit, sample)
-    gib = 2 ** 30
-    rows = [
-        ["array", f"{args.rows:,} x 20 float32, {args.rows * 20 * 4 / gib:.2f} GiB, "
-                  f"blocks of {args.block_rows:,} rows ({args.block_rows * 80 / 2 ** 20:.0f} MiB)"],
-        ["workers' peak resident memory",
-         ", ".join(f"{peak / gib:.2f} GiB" for peak in peaks.values())],
-        ["Incremental: training (one pass)", f"{train_s:.0f} s, "
-                                             f"{args.rows / train_s:,.0f} rows/s"],
-        [f"fit, one epoch on {args.sample_rows:,} rows in memory",
-         f"{fit_s:.0f} s, {args.sample_rows / fit_s:,.0f} rows/s "
-         "(rows given, held-out rows included, as for Incremental)"],
-        ["map_blocks: scoring all rows", f"{score_s:.0f} s, {args.rows / score_s:,.0f} rows/s, "
-                                         f"{np.isfinite(scores).mean():.4f} finite"],
-        ["new rows flagged by predict", f"{np.mean(model.predict(new_rows) == -1):.3f} "
-                                        f"(contamination={model.contamination})"],
-    ]
+    table.append([f"`fit` on {args.sample_rows:,} rows in memory, one epoch", "",
+                  f"{args.sample_rows / fit_s:,.0f} ({fit_s:.0f} s)", "", "", ""])
     description = (
         f"`Incremental({model_class.__name__}(random_state=0"
-        f"{', ' if params else ''}{args.params}))` on a `LocalCluster` of 2 worker processes, "
-        "1 thread each, over a dask array generated lazily block by block on the workers; "
-        "peak memory sampled every 0.5 s; the in-memory `fit` runs in the client process.")
+        f"{', ' if params else ''}{args.params}))`, one pass over the blocks, on a "
+        "`LocalCluster` of 2 worker processes of 1 thread each, over a dask array of rows "
+        "near a 3-dimensional manifold generated lazily block by block on the workers; then "
+        "the array scored with `map_blocks`. Peak resident memory of each worker process "
+        "(torch and the model included) sampled every 0.5 s; `fit` runs in the client "
+        "process. Rows a second count every row given, held-out rows included. Flagged: the "
+        "share of 100,000 new rows `predict` flags (`contamination=0.1`).")
     _common.write_report(args.output, "blockwise-cluster",
                          "Blockwise training on a dask cluster", None, description,
-                         ["", "measured"], rows)
+                         ["array", "workers' peak memory (GiB)", "training rows/s",
+                          "scoring rows/s", "finite scores", "new rows flagged"], table)
 
 
 def main():
@@ -238,7 +238,7 @@ def main():
     a.add_argument("--raw", default=str(HERE / "results" / "blockwise_raw.csv"))
     a.add_argument("--resume", action="store_true")
     c = sub.add_parser("cluster")
-    c.add_argument("--rows", type=int, default=10_000_000)
+    c.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     c.add_argument("--block-rows", type=int, default=250_000)
     c.add_argument("--sample-rows", type=int, default=1_000_000)
     c.add_argument("--model", choices=["glf", "lfp"], default="glf")

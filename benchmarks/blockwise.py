@@ -140,8 +140,9 @@ def adbench(args):
         f"split 70/30, scaled to [0, 1]; `fit` against `partial_fit` over the training rows "
         f"in {N_BLOCKS} blocks for `max_iter` passes (the default 10), the block order "
         f"shuffled each pass; refit: `fit` with `random_state` + {RESEED}, the difference "
-        "that the random state alone makes. AUROC and AP x 100 on the test rows; flagged: the share of new "
-        "normal rows `predict` flags after training on the other half of the normal rows "
+        "that the random state alone makes. AUROC and AP x 100 on the test rows; flagged: "
+        "the share of new normal rows `predict` flags after training on the other half of "
+        "the normal rows "
         f"(`contamination={CONTAMINATION}`).")
     _common.write_report(args.output, "blockwise-adbench",
                          "Blockwise training on ADBench: partial_fit against fit",

@@ -120,9 +120,10 @@ class TrainingMixin:
 
     def _run_epoch(self, x, generator, n_rows):
         """One pass over shuffled mini-batches of ``x`` (each :meth:`_lookahead_rows` of them
-        first handed to :meth:`_prepare_rows`), their size that of an epoch of ``n_rows`` (None: unknown),
-        then a scoring pass of the last batch at the final weights (a step can leave weights
-        that only fail on the next forward pass). The only host sync is at the end."""
+        first handed to :meth:`_prepare_rows`), sized for an epoch of ``n_rows`` rows (None:
+        of unknown size), then a scoring pass of the last batch at the final weights (a step
+        can leave weights that only fail on the next forward pass). The only host sync is at
+        the end."""
         for name in self._module_names:
             getattr(self, name).train()
         perm = torch.randperm(len(x), generator=generator, device=x.device)

@@ -27,10 +27,10 @@ smallest of those seen, so it is never trained on in any pass; the reference row
 training rows of smallest second key. Keeping the rows of smallest key (a bottom-k sample) is
 a uniform sample of the rows seen, bounded in memory, and for distinct rows the same whatever
 the blocks and their order. The copies of a repeated row get keys of their own (the key
-counts the equal rows before it in its block), so a fifth of them are held out as in ``fit``
-(when one key held all copies of a row that is 30% of mammography's, new rows, a third of
-them copies of training rows, were flagged at 6%, not 10%); a kept row counts in the
-percentile as often as it was seen.
+counts the equal rows before it in its block), so ``validation_fraction`` of them are held
+out, as in ``fit`` (when one key held all copies of a row that is 30% of mammography's, new
+rows, a third of them copies of training rows, were flagged at 6%, not 10%); a kept row
+counts in the percentile as often as it was seen.
 
 Everything derived from these rows (the reference codes, LOF's fitted part, the offset) is
 recomputed at first use after ``set_params`` of any parameter that moves a score: every
@@ -83,7 +83,8 @@ def bottom_k(sample, keys, rows, k):
     rows = np.concatenate([sample[1], np.asarray(rows, dtype=np.float32)])
     counts = np.concatenate([sample[2], np.ones(len(keys) - len(sample[0]), dtype=np.int64)])
     keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    return keys[:k], rows[first[:k]], np.bincount(inverse, counts, len(keys))[:k].astype(np.int64)
+    counts = np.bincount(inverse, counts, len(keys)).astype(np.int64)
+    return keys[:k], rows[first[:k]], counts[:k]
 
 
 def percentile(values, q, weights=None):

@@ -15,12 +15,13 @@ What it measures
     ``cluster``: for each of ``--rows``, a dask array of that many rows x 20 features (rows
     near a 3-dimensional manifold, generated lazily block by block on the workers), an
     estimator trained on it by ``dask_ml.wrappers.Incremental`` (one pass, blocks of
-    ``--block-rows``) on a
-    ``LocalCluster`` of 2 single-threaded worker processes, then the whole array scored with
-    ``map_blocks``. A thread samples each worker's resident memory every 0.5 s. Reported: the
-    array's size, each worker's peak memory (the same for every size: bounded by the block),
-    training and scoring rows a second, beside ``fit`` (one epoch) on an in-memory sample of
-    ``--sample-rows`` rows in this process, and the share of new rows ``predict`` flags.
+    ``--block-rows``) on a ``LocalCluster`` of 2 single-threaded worker processes, driven
+    two ways (``Incremental.fit`` on the whole array, ``Incremental.partial_fit`` on 2
+    blocks a call), then the whole array scored with ``map_blocks``. A thread samples each
+    worker's resident memory and the data it holds every 0.5 s. Reported: the array's
+    size, each worker's peak memory and data held, training and scoring rows a second,
+    beside ``fit`` (one epoch) on an in-memory sample of ``--sample-rows`` rows in this
+    process, and the share of new rows ``predict`` flags.
 
 How to run
     python benchmarks/blockwise.py adbench ../shared/data/adbench \\
@@ -51,6 +52,9 @@ WAYS = ("fit", "blockwise", "refit")
 CONTAMINATION = 0.1
 RAW_FIELDS = ["dataset", "seed", "model", "way", "auroc", "ap", "share", "train_s"]
 HERE = Path(__file__).resolve().parent
+N_WORKERS = 2
+DRIVERS = {"fit": "`Incremental.fit(X)`",
+           "calls": f"`Incremental.partial_fit`, {N_WORKERS} blocks a call"}
 
 
 def blockwise(model, X, seed):
@@ -96,6 +100,16 @@ def run_adbench(path, seed, model_name, threads):
     return rows
 
 
+def interval(rows, model, way):
+    """The mean of ``way`` - ``fit`` AUROC over the (set, seed) pairs of ``rows``, +- 1.96
+    standard errors of the paired differences: the seeds' spread, not only the sets'."""
+    auroc = {(r["dataset"], r["seed"], r["way"]): float(r["auroc"]) for r in rows
+             if r["model"] == model}
+    pairs = {(name, seed) for name, seed, _ in auroc}
+    d = np.array([auroc[name, seed, way] - auroc[name, seed, "fit"] for name, seed in pairs])
+    return f"{d.mean():+.1f} +- {1.96 * d.std(ddof=1) / np.sqrt(len(d)):.1f}"
+
+
 def adbench(args):
     files = _common.list_datasets(args.data_dir, args.datasets)
     tasks = [(path, seed, model, args.threads) for path in files for seed in args.seeds
@@ -130,6 +144,9 @@ def adbench(args):
     table.append(["mean of absolute", *[value for model in ("glf", "lfp") for value in (
         "", "", f"{np.mean(np.abs(differences[model, 'blockwise'])):.1f}",
         f"{np.mean(np.abs(differences[model, 'refit'])):.1f}", "", "", "")]])
+    table.append(["95% interval of the mean", *[value for model in ("glf", "lfp") for value in (
+        "", "", interval(rows, model, "blockwise"), interval(rows, model, "refit"),
+        "", "", "")]])
     header = ["set", *[f"{m} {c}" for m in ("GLF", "LFP") for c in
                        ("AUROC fit", "blockwise", "blockwise - fit", "refit - fit",
                         "AP fit / blockwise", "new normal rows flagged fit / blockwise",
@@ -140,7 +157,9 @@ def adbench(args):
         f"split 70/30, scaled to [0, 1]; `fit` against `partial_fit` over the training rows "
         f"in {N_BLOCKS} blocks for `max_iter` passes (the default 10), the block order "
         f"shuffled each pass; refit: `fit` with `random_state` + {RESEED}, the difference "
-        "that the random state alone makes. AUROC and AP x 100 on the test rows; flagged: "
+        "that the random state alone makes. AUROC and AP x 100 on the test rows; the 95% "
+        "interval: the mean difference over all (set, seed) pairs +- 1.96 standard errors. "
+        "Flagged: "
         "the share of new normal rows `predict` flags after training on the other half of "
         "the normal rows "
         f"(`contamination={CONTAMINATION}`).")
@@ -163,9 +182,30 @@ def worker_rss():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def worker_data(dask_worker):
+    """Bytes of task results (blocks of the array among them) a worker holds."""
+    return dask_worker.state.nbytes
+
+
+def train_on_cluster(model, X, driver, n_workers):
+    """``Incremental`` over ``X``, one pass. ``'fit'``: ``Incremental.fit(X)``, one graph of
+    all the blocks, which idle workers compute ahead of the sequential ``partial_fit``
+    chain; ``'calls'``: ``Incremental.partial_fit`` on ``n_workers`` blocks a call, in an
+    order shuffled with the estimator's seed, so no more blocks than that are computed
+    ahead."""
+    from dask_ml.wrappers import Incremental
+
+    incremental = Incremental(model, shuffle_blocks=True, random_state=0)
+    if driver == "fit":
+        return incremental.fit(X).estimator_
+    starts = np.arange(0, X.numblocks[0], n_workers)
+    for start in np.random.RandomState(0).permutation(starts):
+        incremental.partial_fit(X.blocks[start:start + n_workers])
+    return incremental.estimator_
+
+
 def cluster(args):
     import dask.array as da
-    from dask_ml.wrappers import Incremental
     from distributed import Client, LocalCluster
 
     warnings.simplefilter("ignore")
@@ -174,56 +214,70 @@ def cluster(args):
     model_class = _common.estimator_class(args.model)
     params = _common.parse_params(args.params)
     new_rows = manifold_rows(np.random.RandomState(2).standard_normal((100_000, 23)), weights)
-    gib, table = 2 ** 30, []
+    gib, mib, table = 2 ** 30, 2 ** 20, []
     for n_rows in args.rows:
         draws = da.random.RandomState(1).standard_normal((n_rows, 23),
                                                          chunks=(args.block_rows, 23))
         X = draws.map_blocks(manifold_rows, weights, chunks=(args.block_rows, 20),
                              dtype=np.float32)
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          host="127.0.0.1", dashboard_address=None) as local, \
-                Client(local) as client:
-            peaks, done = {}, threading.Event()
+        for driver in DRIVERS:
+            with LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, processes=True,
+                              host="127.0.0.1", dashboard_address=None) as local, \
+                    Client(local) as client:
+                peaks, done = {}, threading.Event()
 
-            def sample_memory():
-                while not done.is_set():
-                    for worker, rss in client.run(worker_rss).items():
-                        peaks[worker] = max(peaks.get(worker, 0), rss)
-                    time.sleep(0.5)
-            sampler = threading.Thread(target=sample_memory, daemon=True)
-            sampler.start()
-            model, train_s = _common.timed(lambda: Incremental(
-                model_class(random_state=0, **params), shuffle_blocks=True,
-                random_state=0).fit(X).estimator_)
-            scores, score_s = _common.timed(
-                X.map_blocks(model.score_samples, drop_axis=1, dtype=np.float64).compute)
-            done.set()
-            sampler.join()
-        table.append([f"{n_rows:,} x 20 float32: {n_rows * 80 / gib:.2f} GiB in "
-                      f"{X.numblocks[0]} blocks of {args.block_rows * 80 / 2 ** 20:.0f} MiB",
-                      " / ".join(f"{peak / gib:.2f}" for peak in peaks.values()),
-                      f"{n_rows / train_s:,.0f} ({train_s:.0f} s)",
-                      f"{n_rows / score_s:,.0f} ({score_s:.0f} s)",
-                      f"{np.isfinite(scores).mean():.4f}",
-                      f"{np.mean(model.predict(new_rows) == -1):.3f}"])
-        print(table[-1], flush=True)
+                def sample_memory():
+                    while not done.is_set():
+                        for name, function in (("rss", worker_rss), ("data", worker_data)):
+                            for worker, value in client.run(function).items():
+                                key = name, worker
+                                peaks[key] = max(peaks.get(key, 0), value)
+                        time.sleep(0.5)
+                sampler = threading.Thread(target=sample_memory, daemon=True)
+                sampler.start()
+                model, train_s = _common.timed(
+                    train_on_cluster, model_class(random_state=0, **params), X, driver,
+                    N_WORKERS)
+                scores, score_s = _common.timed(
+                    X.map_blocks(model.score_samples, drop_axis=1, dtype=np.float64).compute)
+                done.set()
+                sampler.join()
+            table.append([f"{n_rows:,} x 20 float32: {n_rows * 80 / gib:.2f} GiB in "
+                          f"{X.numblocks[0]} blocks of {args.block_rows * 80 / mib:.0f} MiB",
+                          DRIVERS[driver],
+                          " / ".join(f"{v / gib:.2f}" for (k, _), v in peaks.items()
+                                     if k == "rss"),
+                          " / ".join(f"{v / mib:.0f}" for (k, _), v in peaks.items()
+                                     if k == "data"),
+                          f"{n_rows / train_s:,.0f} ({train_s:.0f} s)",
+                          f"{n_rows / score_s:,.0f} ({score_s:.0f} s)",
+                          f"{np.isfinite(scores).mean():.4f}",
+                          f"{np.mean(model.predict(new_rows) == -1):.3f}"])
+            print(table[-1], flush=True)
     sample = manifold_rows(np.random.RandomState(3).standard_normal((args.sample_rows, 23)),
                            weights)
     _, fit_s = _common.timed(model_class(random_state=0, max_iter=1, **params).fit, sample)
-    table.append([f"`fit` on {args.sample_rows:,} rows in memory, one epoch", "",
+    table.append([f"`fit` on {args.sample_rows:,} rows in memory, one epoch", "", "", "",
                   f"{args.sample_rows / fit_s:,.0f} ({fit_s:.0f} s)", "", "", ""])
     description = (
         f"`Incremental({model_class.__name__}(random_state=0"
         f"{', ' if params else ''}{args.params}))`, one pass over the blocks, on a "
-        "`LocalCluster` of 2 worker processes of 1 thread each, over a dask array of rows "
-        "near a 3-dimensional manifold generated lazily block by block on the workers; then "
-        "the array scored with `map_blocks`. Peak resident memory of each worker process "
-        "(torch and the model included) sampled every 0.5 s; `fit` runs in the client "
-        "process. Rows a second count every row given, held-out rows included. Flagged: the "
-        "share of 100,000 new rows `predict` flags (`contamination=0.1`).")
+        f"`LocalCluster` of {N_WORKERS} worker processes of 1 thread each, over a dask array "
+        "of rows near a 3-dimensional manifold generated lazily block by block on the "
+        "workers; then the array scored with `map_blocks`. Two ways to drive it: "
+        "`Incremental.fit(X)` submits one graph of every block, and a worker left idle by the "
+        "sequential chain of `partial_fit` calls computes the blocks ahead of it and holds "
+        f"them; `Incremental.partial_fit` on {N_WORKERS} blocks a call (the README's recipe) "
+        "holds no more than those. Sampled every 0.5 s on each worker: peak resident "
+        "memory (torch and the model included) and peak data held (task results: blocks of "
+        f"the array, {args.block_rows * 80 / mib:.0f} MiB, and of the standard normal "
+        f"draws they are made from, {args.block_rows * 184 / mib:.0f} MiB). `fit` runs "
+        "in the client process. Rows a second count every row given, held-out rows included. "
+        "Flagged: the share of 100,000 new rows `predict` flags (`contamination=0.1`).")
     _common.write_report(args.output, "blockwise-cluster",
                          "Blockwise training on a dask cluster", None, description,
-                         ["array", "workers' peak memory (GiB)", "training rows/s",
+                         ["array", "driver", "workers' peak memory (GiB)",
+                          "workers' peak data held (MiB)", "training rows/s",
                           "scoring rows/s", "finite scores", "new rows flagged"], table)
 
 

@@ -214,8 +214,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         the inference network in every call.
 
         Rows are held out of training by a key of their values (``validation_fraction`` of
-        the distinct rows, at most 4,096 kept), so a row held out in one pass over the
-        blocks is held out in every pass; the held-out rows that set ``offset_`` and the
+        them, each copy of a repeated row apart, at most 4,096 kept), so a row held out in
+        one pass over the blocks is held out in every pass; the held-out rows that set ``offset_`` and the
         reference rows of the local scores are bounded samples of the rows seen
         (:mod:`skflowgen.outlier`), recomputed at first use after each call. With
         ``n_prior_components > 1``, ``sampling_flow_`` is fitted to the codes of those

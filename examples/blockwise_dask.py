@@ -5,8 +5,8 @@ The rows of ``load_digits`` other than the digit 0 (scaled to [0, 1]) are the no
 fifth of them and every 0 are kept aside as new rows. The training rows become a dask array
 of blocks of 200 rows (standing in for data too large for one machine's memory, such as
 ``da.from_zarr``); ``Incremental`` trains ``LangevinFlowPriorGenerator`` on it on a
-``LocalCluster`` of two worker processes, one pass over the blocks a call, then the new rows
-are scored with ``map_blocks``. It prints how well the scores find the 0s (AUROC) and the
+``LocalCluster`` of two worker processes, two blocks a call, then the new rows are scored
+with ``map_blocks``. It prints how well the scores find the 0s (AUROC) and the
 share of new normal rows ``predict`` flags, beside ``fit`` on the same rows in memory.
 
     pip install torch==2.13.0 -e '.[dask]'
@@ -46,8 +46,12 @@ def main():
                       dashboard_address=None) as cluster, Client(cluster):
         blocks = da.from_array(X[train], chunks=(200, X.shape[1]))
         incremental = Incremental(model, shuffle_blocks=True, random_state=0)
-        for _ in range(cfg.passes):  # each call: one pass, one partial_fit a block
-            incremental.partial_fit(blocks)
+        # as many blocks a call as workers: no worker holds blocks ahead of the training
+        starts = np.arange(0, blocks.numblocks[0], 2)
+        rng = np.random.RandomState(0)
+        for _ in range(cfg.passes):  # a pass over the blocks, one partial_fit a block
+            for start in rng.permutation(starts):
+                incremental.partial_fit(blocks.blocks[start:start + 2])
         blockwise = incremental.estimator_
         scores = da.from_array(X[new], chunks=(200, X.shape[1])).map_blocks(
             blockwise.score_samples, drop_axis=1, dtype=np.float64).compute()

@@ -236,13 +236,16 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         if not continuing or "_row_samples" not in vars(self):
             empty = (np.empty(0), np.empty((0, X.shape[1]), dtype=np.float32),
                      np.empty(0, dtype=np.int64))
-            self._row_samples = {"seed": int(seeds[2]), "held": empty, "training": empty}
+            self._row_samples = {"seed": int(seeds[2]), "held": empty, "training": empty,
+                                 "residuals": None}
         # each call its own draws, the same for the same random_state and calls
         generator = torch_generator(np.random.SeedSequence(
             [int(seeds[1]), self.n_iter_]).generate_state(1)[0], device)
         X_train = self._split_block(X)
         if len(X_train):
             self._train_epochs(self._to_device(X_train, device), None, generator, partial=True)
+        samples = self._row_samples
+        samples["residuals"] = samples.pop("pending residuals", samples["residuals"])
         self._keep_rows(self._row_samples["training"][1])
         vars(self).pop("sampling_flow_", None)  # fitted at the next sample(): not every call
         self._sampling_flow_pending = self._prior_components > 1

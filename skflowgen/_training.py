@@ -74,7 +74,7 @@ class TrainingMixin:
                                   "the last good weights and halved the learning rates.",
                                   RuntimeWarning, stacklevel=3)
                     continue
-                self._end_epoch(stats)
+                self._end_epoch(stats, len(x_train))
                 if not partial:  # the schedules count fit's epochs
                     for _, scheduler in self._optimizers:
                         scheduler.step()
@@ -198,15 +198,34 @@ class TrainingMixin:
         """The epoch quantity whose stalling stops training: the mean loss."""
         return float(stats[0])
 
-    def _end_epoch(self, stats):
+    def _end_epoch(self, stats, n_rows):
         """Refit each ``sigma_j^2`` by maximum likelihood from the epoch's residuals.
 
-        ``stats`` starts with the epoch mean of ``_train_step``'s output:
+        ``stats`` starts with the epoch mean of ``_train_step``'s output over ``n_rows`` rows:
         ``[loss, *residual_stats]`` (see :meth:`_residual_stats`).
         """
         if self._fits_noise:
-            mean_squared, observed = self._split_residual_stats(stats)
-            self._set_noise_variance(mean_squared, observed)
+            self._fit_noise_variance(stats, n_rows)
+
+    def _fit_noise_variance(self, stats, n_rows):
+        """``sigma_j^2`` from residual ``stats`` (means over ``n_rows`` rows). With
+        ``partial_fit``, pooled with the earlier calls' over about one pass: as many rows in
+        all as the distinct training rows seen (at most the 10,000 kept), the calls before
+        weighted by the rows they stand for, as ``fit`` takes them from an epoch. A call of a
+        few hundred rows alone gave a feature constant in its block a variance near zero
+        (pooled residuals kept in ``_row_samples['residuals']`` at the end of a call)."""
+        mean_squared, observed = self._split_residual_stats(stats)
+        samples = vars(self).get("_row_samples")
+        if samples is not None:  # partial_fit
+            if samples["residuals"] is not None:
+                n_before, (squared_before, observed_before) = samples["residuals"]
+                weight = min(n_before, max(0, len(samples["training"][0]) - n_rows))
+                mean_squared, observed = (
+                    (n_rows * now + weight * before) / (n_rows + weight) for now, before in
+                    ((mean_squared, squared_before), (observed, observed_before)))
+                n_rows += weight
+            samples["pending residuals"] = n_rows, (mean_squared, observed)
+        self._set_noise_variance(mean_squared, observed)
 
     def _after_fit(self, x_train):
         """Hook after training, before ``offset_`` is set."""

@@ -257,15 +257,16 @@ class GenerativeLatentFlow(BaseLatentFlow):
         return float(mean_squared.sum(axis=1).mean())
 
     def _after_fit(self, x_train):
-        """``sigma^2`` from the residuals of the final weights over all training rows."""
+        """``sigma^2`` from the residuals of the final weights over all training rows (of
+        the call, with ``partial_fit``)."""
         def residuals(xb):
             x, mask = self._observed(xb)
             observed = torch.ones_like(x) if mask is None else mask.float()
             squared = (x - self._decode(self._infer_latent(x, mask))).square() * observed
             return torch.cat([squared.transpose(0, 1).flatten(1), observed], dim=1)
         total = sum(rows.sum(dim=0) for _, rows in self._stream(residuals, x_train))
-        stats = np.r_[0.0, (total / len(x_train)).cpu().numpy()]
-        self._set_noise_variance(*self._split_residual_stats(stats))
+        self._fit_noise_variance(np.r_[0.0, (total / len(x_train)).cpu().numpy()],
+                                 len(x_train))
 
     def _log_likelihood(self, x, x_hat, mask):
         if self.reconstruction == "bce":

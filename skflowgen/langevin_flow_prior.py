@@ -285,8 +285,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         if chains is not None:
             chains.copy_(torch.where(torch.isfinite(chains), chains, 0.0))
 
-    def _end_epoch(self, stats):
-        super()._end_epoch(stats)
+    def _end_epoch(self, stats, n_rows):
+        super()._end_epoch(stats, n_rows)
         self._chain_steps = self.persistent_steps
 
     def _lookahead_rows(self, batch_size, n_rows):

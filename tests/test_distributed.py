@@ -49,8 +49,9 @@ def test_scoring_a_dask_array_on_a_local_cluster_matches_local(blob):
 
 def test_incremental_on_a_local_cluster_trains_as_partial_fit_does(blob):
     """``dask_ml.wrappers.Incremental`` hands the blocks of a dask array to ``partial_fit``
-    on the workers, one after the other: the model it returns is the one local calls over
-    the same blocks give, and it scores the array block by block."""
+    on the workers, one after the other, and continues across its own calls (two blocks a
+    call, as the README drives it): the model it returns is the one local calls over the
+    same blocks give, and it scores the array block by block."""
     da = pytest.importorskip("dask.array")
     wrappers = pytest.importorskip("dask_ml.wrappers")
     X = np.vstack([blob] * 3)
@@ -62,7 +63,10 @@ def test_incremental_on_a_local_cluster_trains_as_partial_fit_does(blob):
                                   host="127.0.0.1", dashboard_address=None) as cluster, \
             distributed.Client(cluster):
         blocks = da.from_array(X, chunks=(150, X.shape[1]))
-        remote = wrappers.Incremental(est, shuffle_blocks=False).fit(blocks).estimator_
+        incremental = wrappers.Incremental(est, shuffle_blocks=False)
+        for start in (0, 2):
+            incremental.partial_fit(blocks.blocks[start:start + 2])
+        remote = incremental.estimator_
         scores = blocks.map_blocks(remote.score_samples, drop_axis=1,
                                    dtype=np.float64).compute()
     assert remote.n_iter_ == local.n_iter_ == 4

@@ -104,8 +104,8 @@ def test_early_stopping_stops_after_the_best_epoch_and_keeps_its_weights(monkeyp
     epochs = []
     end_epoch = GenerativeLatentFlow._end_epoch
 
-    def recording(model, stats):
-        end_epoch(model, stats)
+    def recording(model, stats, n_rows):
+        end_epoch(model, stats, n_rows)
         epochs.append({name: {k: v.clone() for k, v in getattr(model, name).state_dict().items()}
                        for name in networks})
     monkeypatch.setattr(GenerativeLatentFlow, "_end_epoch", recording)

@@ -241,3 +241,16 @@ def test_auto_batch_size_is_that_of_large_data(monkeypatch, est):
     model = make(est, batch_size="auto").partial_fit(manifold(1000))
     trained = 1000 - len(model._row_samples["held"][1])
     assert steps.calls == -(-trained // 256)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_a_block_where_a_feature_is_constant_keeps_its_noise_variance(est):
+    """``sigma_j^2`` after a call pools the residuals of the calls before it: a last block in
+    which one feature never varies does not give that feature a variance near zero (which
+    would make every later row where it varies look anomalous)."""
+    rows = np.random.RandomState(0).standard_normal((1000, 8)).astype(np.float32)
+    rows[800:, 0] = 0.0
+    model = make(est, n_components=2)
+    blockwise(model, rows, n_blocks=5)
+    variance = model.noise_variance_.mean(axis=0)
+    assert variance[0] > 0.1 * np.median(variance[1:])

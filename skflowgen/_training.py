@@ -121,13 +121,15 @@ class TrainingMixin:
     def _run_epoch(self, x, generator, n_rows):
         """One pass over shuffled mini-batches of ``x`` (each :meth:`_lookahead_rows` of them
         first handed to :meth:`_prepare_rows`), sized for an epoch of ``n_rows`` rows (None:
-        of unknown size), then a scoring pass of the last batch at the final weights (a step
-        can leave weights that only fail on the next forward pass). The only host sync is at
-        the end."""
+        of unknown size, then as many batches of about equal size), then a scoring pass of
+        the last batch at the final weights (a step can leave weights that only fail on the
+        next forward pass). The only host sync is at the end."""
         for name in self._module_names:
             getattr(self, name).train()
         perm = torch.randperm(len(x), generator=generator, device=x.device)
         batch_size = self._batch_size(n_rows)
+        if n_rows is None:  # partial_fit: as many batches, of about equal size (no short one)
+            batch_size = -(-len(x) // -(-len(x) // batch_size))
         lookahead = self._lookahead_rows(batch_size, n_rows)
         totals = 0
         for start in range(0, len(x), batch_size):

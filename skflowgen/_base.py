@@ -209,15 +209,18 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         constant learning rate: ``max_iter``, ``tol``, ``early_stopping`` and the
         learning-rate schedule of ``fit``, which count epochs over all the rows, do not
         apply, and ``batch_size='auto'`` is 256, its value for ``fit`` on large data (the
-        rows of a call are a part of data of unknown size). LFP's
-        persistent chains cannot follow a row across calls: each row's chain starts from
-        the inference network in every call.
+        rows of a call are a part of data of unknown size), the call's rows cut into
+        batches of about equal size. The noise variance ``sigma^2`` is fitted to the
+        residuals of about the last pass over the rows (as many rows as the distinct
+        training rows seen, at most 10,000), as ``fit`` fits it to an epoch's. LFP's
+        persistent chains cannot follow a row across calls: each row's chain starts from the
+        inference network in every call.
 
         Rows are held out of training by a key of their values (``validation_fraction`` of
         them, each copy of a repeated row apart, at most 4,096 kept), so a row held out in
-        one pass over the blocks is held out in every pass; the held-out rows that set ``offset_`` and the
-        reference rows of the local scores are bounded samples of the rows seen
-        (:mod:`skflowgen.outlier`), recomputed at first use after each call. With
+        one pass over the blocks is held out in every pass; the held-out rows that set
+        ``offset_`` and the reference rows of the local scores are bounded samples of the
+        rows seen (:mod:`skflowgen.outlier`), recomputed at first use after each call. With
         ``n_prior_components > 1``, ``sampling_flow_`` is fitted to the codes of those
         rows at the first :meth:`sample` after a call.
 

@@ -94,7 +94,8 @@ COMMON_PARAMETERS_DOC = """\
         ``sample``...) streams over chunks sized by memory instead: about 64 MiB
         of network activations each, whatever the number of rows. In
         ``partial_fit``, whose rows are a part of data of unknown size, ``'auto'``
-        is 256.
+        is 256, and a call's rows are cut into as many batches as that size needs,
+        of about equal size.
     tol : float or None, default=None
         Minimum improvement of the training loss (GLF: of its reconstruction
         error; with ``early_stopping``: of the validation score) that resets

@@ -25,7 +25,7 @@ What it measures
 
 How to run
     python benchmarks/blockwise.py adbench ../shared/data/adbench \\
-        --datasets skin mammography mnist annthyroid pendigits --seeds 1 2 3
+        --datasets skin mammography mnist annthyroid pendigits --seeds 1 2 3 4 5 6 7 8 9 10
     python benchmarks/blockwise.py cluster --rows 1000000 10000000 --params n_estimators=1
 
     ``adbench`` writes one raw row per (set, seed, model) to ``--raw`` as it goes and

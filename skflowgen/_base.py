@@ -249,7 +249,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
             self._train_epochs(self._to_device(X_train, device), None, generator, partial=True)
         samples = self._row_samples
         samples["residuals"] = samples.pop("pending residuals", samples["residuals"])
-        self._keep_rows(self._row_samples["training"][1])
+        self._keep_rows(samples["training"][1])
         vars(self).pop("sampling_flow_", None)  # fitted at the next sample(): not every call
         self._sampling_flow_pending = self._prior_components > 1
         return self

@@ -29,17 +29,17 @@ from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 
 plt.switch_backend("Agg")
 torch.set_num_threads(1)  # tiny networks: one thread is as fast, and steady on a busy machine
-cfg = settings(full=dict(max_iter=10, n_train=None), quick=dict(max_iter=2, n_train=200))
+cfg = settings(full=dict(epochs={}, n_train=None), quick=dict(epochs={"max_iter": 2}, n_train=200))
 
 X, digit = load_digits(return_X_y=True)
 X = X / 16.0  # pixels in [0, 1]
 X, digit = X[:cfg.n_train], digit[:cfg.n_train]
 
-IMAGES = dict(image_shape=(1, 8, 8), max_iter=cfg.max_iter, random_state=0)
+IMAGES = dict(image_shape=(1, 8, 8), random_state=0, **cfg.epochs)
 plain = GenerativeLatentFlow(n_prior_components=1, **IMAGES).fit(X)
 model = GenerativeLatentFlow(**IMAGES).fit(X)
 lfp = LangevinFlowPriorGenerator(**IMAGES).fit(X)
-print(f"fitted {model.n_iter_} epochs on {len(X)} digits")
+print(f"fitted GLF {model.n_iter_} and LFP {lfp.n_iter_} epochs on {len(X)} digits")
 pca = PCA(20, random_state=0).fit(X)
 mixture = GaussianMixture(10, random_state=0).fit(pca.transform(X))
 codes = mixture.sample(36)[0][np.random.RandomState(0).permutation(36)]  # drawn by component

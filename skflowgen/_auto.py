@@ -12,6 +12,8 @@ import warnings
 import torch
 
 _TABLE_INFERENCE_STEPS = 2  # LFP's inference_steps='auto' on tables
+_TABLE_MAX_ITER = 10  # LFP's max_iter='auto' on tables
+_IMAGE_MAX_ITER = 50  # LFP's max_iter='auto' with image_shape
 _IMAGE_PRIOR_COMPONENTS = 20  # n_prior_components='auto' with image_shape
 
 
@@ -48,6 +50,14 @@ class ResolvedParameters:
         if self.n_components is not None:
             return self.n_components
         return min(20, max(1, n_features // 2))
+
+    @property
+    def _max_iter(self):
+        """LFP's ``max_iter='auto'``: ``_TABLE_MAX_ITER`` epochs on tables,
+        ``_IMAGE_MAX_ITER`` with ``image_shape``."""
+        if self.max_iter != "auto":
+            return self.max_iter
+        return _TABLE_MAX_ITER if self.image_shape is None else _IMAGE_MAX_ITER
 
     def _auto_batch_size(self, n_rows):
         """``batch_size='auto'`` for ``n_rows`` training rows: 10 or more steps an epoch on

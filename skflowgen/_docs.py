@@ -78,13 +78,13 @@ COMMON_PARAMETERS_DOC = """\
         averages the members' decodings of such a concatenation, and ``sample`` draws
         each row from a member chosen at random (the members' mixture).
         %(n_estimators_evidence)s
-    max_iter : int, default=10
-        Epochs of training (the most, with a ``tol``). A short budget is the default
-        because it ranks anomalies best: early on a model has learned the bulk of the
-        data and not yet its rare rows (the inlier-memorisation effect), while the
-        held-out likelihood keeps improving long after the ranking peaks
-        (benchmarks/RESULTS.md, "Ablation of the defaults"). Raise it for sampling
-        and imputation.
+    max_iter : %(max_iter_spec)s
+        Epochs of training (the most, with a ``tol``).%(max_iter_auto)s
+        A short budget suits tables because it ranks anomalies best: early on a model
+        has learned the bulk of the data and not yet its rare rows (the
+        inlier-memorisation effect), while the held-out likelihood keeps improving long
+        after the ranking peaks (benchmarks/RESULTS.md, "Ablation of the defaults").
+        %(max_iter_evidence)s Raise it for sampling and imputation.
     batch_size : int or 'auto', default='auto'
         Rows per training mini-batch. ``'auto'`` trains on
         ``min(256, max(16, n_samples // 10))`` rows, so that even a small table

@@ -10,6 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
 from skflowgen import LangevinFlowPriorGenerator
+from skflowgen._auto import _IMAGE_MAX_ITER
 from skflowgen.langevin import langevin
 
 from .conftest import DEVICE, TINY
@@ -262,3 +263,17 @@ def test_auto_inference_steps_are_few_on_tables_and_n_steps_on_images(monkeypatc
         calls.clear()
         model.transform(X[:16])
         assert [n for n, _, _ in calls] == [expected]
+
+
+def test_auto_max_iter_is_ten_epochs_on_tables_and_more_on_images(digits01):
+    """``max_iter='auto'`` trains 10 epochs on a table and ``_IMAGE_MAX_ITER`` with
+    ``image_shape`` (LFP's generator needs more of them to draw sharp images); an int is
+    kept as given."""
+    X = digits01[0][:32]
+    cases = ((None, "auto", 10), ((1, 8, 8), "auto", _IMAGE_MAX_ITER), ((1, 8, 8), 3, 3))
+    for image_shape, max_iter, epochs in cases:
+        model = LangevinFlowPriorGenerator(2, image_shape=image_shape, max_iter=max_iter,
+                                           n_steps=1, persistent_steps=1, n_prior_components=1,
+                                           random_state=0, **TINY).fit(X)
+        assert model.max_iter == max_iter
+        assert model.n_iter_ == len(model.loss_curve_) == epochs

@@ -12,8 +12,8 @@ import warnings
 import torch
 
 _TABLE_INFERENCE_STEPS = 2  # LFP's inference_steps='auto' on tables
-_TABLE_MAX_ITER = 10  # LFP's max_iter='auto' on tables
-_IMAGE_MAX_ITER = 50  # LFP's max_iter='auto' with image_shape
+_AUTO_MAX_ITER = 10  # LFP's max_iter='auto': epochs on tables, the least with image_shape
+_IMAGE_ROWS_SEEN = 50_000  # LFP's max_iter='auto' with image_shape: images trained on, at least
 _IMAGE_PRIOR_COMPONENTS = 20  # n_prior_components='auto' with image_shape
 
 
@@ -51,13 +51,15 @@ class ResolvedParameters:
             return self.n_components
         return min(20, max(1, n_features // 2))
 
-    @property
-    def _max_iter(self):
-        """LFP's ``max_iter='auto'``: ``_TABLE_MAX_ITER`` epochs on tables,
-        ``_IMAGE_MAX_ITER`` with ``image_shape``."""
+    def _resolved_max_iter(self, n_rows):
+        """LFP's ``max_iter='auto'`` for ``n_rows`` training rows: ``_AUTO_MAX_ITER`` epochs
+        on tables; with ``image_shape`` at least that many and enough for
+        ``_IMAGE_ROWS_SEEN`` rows in all."""
         if self.max_iter != "auto":
             return self.max_iter
-        return _TABLE_MAX_ITER if self.image_shape is None else _IMAGE_MAX_ITER
+        if self.image_shape is None:
+            return _AUTO_MAX_ITER
+        return max(_AUTO_MAX_ITER, -(-_IMAGE_ROWS_SEEN // max(n_rows, 1)))
 
     def _auto_batch_size(self, n_rows):
         """``batch_size='auto'`` for ``n_rows`` training rows: 10 or more steps an epoch on

@@ -54,8 +54,9 @@ class TrainingMixin:
         best, no_improvement, rollbacks = np.inf, 0, 0
         good = best_state = self._state()
         tol = None if partial else self.tol
+        max_iter = 1 if partial else self._resolved_max_iter(len(x_train))
         try:
-            for _ in range(1 if partial else self._max_iter):
+            for _ in range(max_iter):
                 rates = self._learning_rates()
                 # partial_fit: an epoch of the data's rows, of unknown number
                 stats = self._run_epoch(x_train, generator, None if partial else len(x_train))
@@ -100,7 +101,7 @@ class TrainingMixin:
                     break
             else:
                 if tol is not None:
-                    warnings.warn(f"Stopped at max_iter={self._max_iter} epochs without "
+                    warnings.warn(f"Stopped at max_iter={max_iter} epochs without "
                                   "converging; increase max_iter.", ConvergenceWarning,
                                   stacklevel=3)
         except KeyboardInterrupt:

@@ -415,7 +415,8 @@ def plot_fd(rows, path, title):
         values = [np.mean([float(r["fd"]) for r in rows if r["generator"] == name
                            and int(r["epochs"]) == e]) for e in epochs]
         lowest = min(lowest, *values)
-        ax.plot(epochs, values, "o-", label=name)
+        ax.plot(epochs, values, "o-" if len(epochs) > 1 else "*", markersize=6 if len(
+            epochs) > 1 else 14, label=name)  # a fit at its own budget alone: a star
     for name, style in (("PCA + GaussianMixture", "--"), ("KernelDensity on PCA", "-."),
                         ("training images", ":")):
         values = [float(r["fd"]) for r in rows if r["generator"] == name]

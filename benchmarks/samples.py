@@ -286,7 +286,8 @@ def run(task, seed, family, threads, budgets, data_dir):
         rows.append(dict(seed=seed, generator=generator, epochs=epochs, fit_s=fit_s,
                          accuracy=accuracy,
                          **{key: np.mean([s[key] for s in scores]) for key in scores[0]}))
-        if epochs in ("", budgets[0], budgets[-1]):  # a mixture samples component by component
+        if epochs in ("", budgets[0], budgets[-1]) or generator.endswith(DEFAULTS_ROW):
+            # a mixture samples component by component: a random 36 of them
             shown = np.random.RandomState(seed).permutation(n)[:36]
             rows[-1]["grid"] = np.clip(draws[0][shown], 0, 1)
     if family == "references":

@@ -45,6 +45,7 @@ How to run
 
 import argparse
 import sys
+import textwrap
 import time
 import warnings
 from functools import partial
@@ -396,7 +397,7 @@ def plot_grids(grids, side, path):
         for ax, image in zip(axes.ravel(), grids[name]):
             ax.imshow(image.reshape(side), cmap="gray_r", vmin=0, vmax=1)
             ax.set_axis_off()
-        sub.suptitle(name, fontsize=10)
+        sub.suptitle(textwrap.fill(name, 36), fontsize=10)
     fig.savefig(path, dpi=80)
     print(f"wrote {path}")
 

@@ -25,8 +25,9 @@ What it measures
     (scikit-learn's own digits example); both estimators at their defaults with
     ``image_shape`` along their training budget (``max_iter`` epochs, continued by
     ``warm_start``), and where an estimator's own budget is not the first (LFP's
-    ``max_iter='auto'`` on a small image set) a fresh fit at its defaults as well, the same fitted GLF with a ``GaussianMixture(10)`` fitted to its codes
-    afterwards and decoded by ``inverse_transform`` (the GLF paper's comparison: the flow
+    ``max_iter='auto'`` on a small image set) a fresh fit at its defaults as well, the same
+    fitted GLF with a ``GaussianMixture(10)`` fitted to its codes afterwards and decoded by
+    ``inverse_transform`` (the GLF paper's comparison: the flow
     earns its place by beating it), and a VAE of GLF's networks along the same budgets (the
     paper's convergence claim is against it).
 

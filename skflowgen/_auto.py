@@ -59,7 +59,7 @@ class ResolvedParameters:
             return self.max_iter
         if self.image_shape is None:
             return _AUTO_MAX_ITER
-        return max(_AUTO_MAX_ITER, -(-_IMAGE_ROWS_SEEN // max(n_rows, 1)))
+        return max(_AUTO_MAX_ITER, -(-_IMAGE_ROWS_SEEN // n_rows))
 
     def _auto_batch_size(self, n_rows):
         """``batch_size='auto'`` for ``n_rows`` training rows: 10 or more steps an epoch on

@@ -12,8 +12,8 @@ import warnings
 import torch
 
 _TABLE_INFERENCE_STEPS = 2  # LFP's inference_steps='auto' on tables
-_AUTO_MAX_ITER = 10  # LFP's max_iter='auto': epochs on tables, the least with image_shape
-_IMAGE_ROWS_SEEN = 50_000  # LFP's max_iter='auto' with image_shape: images trained on, at least
+_AUTO_MAX_ITER = 10  # max_iter='auto': epochs on tables, the least with image_shape
+_IMAGE_ROWS_SEEN = 50_000  # max_iter='auto' with image_shape: images trained on, at least
 _IMAGE_PRIOR_COMPONENTS = 20  # n_prior_components='auto' with image_shape
 
 
@@ -52,7 +52,7 @@ class ResolvedParameters:
         return min(20, max(1, n_features // 2))
 
     def _resolved_max_iter(self, n_rows):
-        """LFP's ``max_iter='auto'`` for ``n_rows`` training rows: ``_AUTO_MAX_ITER`` epochs
+        """``max_iter='auto'`` for ``n_rows`` training rows: ``_AUTO_MAX_ITER`` epochs
         on tables; with ``image_shape`` at least that many and enough for
         ``_IMAGE_ROWS_SEEN`` rows in all."""
         if self.max_iter != "auto":

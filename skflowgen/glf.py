@@ -24,10 +24,6 @@ _TABLE_SCORE = "joint"  # what score_method='auto' means on tables
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     n_importance_samples=128, n_importance_samples_evidence="",
     table_score_method=_TABLE_SCORE, support_fraction=1.0, n_estimators=5, covariance_type="diag",
-    max_iter_spec="int, default=10", max_iter_auto="",
-    max_iter_evidence="GLF keeps it on images: there its samples after 10 epochs were\n        "
-    "ahead of scikit-learn's generators on both image tasks (benchmarks/RESULTS.md,\n        "
-    "\"Samples: load_digits\", \"Samples: Fashion-MNIST\").",
     covariance_type_evidence="GLF's default: one shared variance was a wash on the 18 ADBench "
     "sets\n        (benchmarks/RESULTS.md, \"Feature scaling and ensembles\").",
     score_method_evidence="On tables GLF's joint ranked the anomalies of the 18 ADBench "
@@ -154,7 +150,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=4,
                  n_prior_components="auto", image_shape=None, reconstruction="mse", stop_gradient=True, beta=1.0,
                  feature_scaling="robust", covariance_type="diag", score_method="auto", n_importance_samples=128,
-                 contamination=0.1, support_fraction=1.0, n_estimators=5, max_iter=10,
+                 contamination=0.1, support_fraction=1.0, n_estimators=5, max_iter="auto",
                  batch_size="auto",
                  learning_rate_init=1e-3, tol=None, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.2, warm_start=False, verbose=0, random_state=None,

@@ -10,7 +10,7 @@ import numbers
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._auto import _AUTO_MAX_ITER, _IMAGE_ROWS_SEEN, _TABLE_INFERENCE_STEPS
+from ._auto import _TABLE_INFERENCE_STEPS
 from ._base import BaseLatentFlow
 from ._docs import COMMON_ATTRIBUTES_DOC, COMMON_PARAMETERS_DOC, PRIOR_COMPONENTS_DOC
 from ._training import adam
@@ -31,15 +31,6 @@ _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     "sets 8 draws (after\n        two inference steps) ranked anomalies as 128 did, 4 "
     "lower (benchmarks/RESULTS.md,\n        \"LFP inference on ADBench\").",
     table_score_method=_TABLE_SCORE, support_fraction=None, n_estimators=1, covariance_type="spherical",
-    max_iter_spec="int or 'auto', default='auto'",
-    max_iter_auto=f" ``'auto'``: {_AUTO_MAX_ITER} on tables; with ``image_shape`` at least "
-    f"{_AUTO_MAX_ITER}\n        and enough to train on {_IMAGE_ROWS_SEEN:,} images in all (epochs "
-    "times the rows an\n        epoch trains on): 50 on 1,257 digits, 10 on 10,000 images.",
-    max_iter_evidence="On images LFP's generator, learned from the chains' noisy\n        "
-    "latents, draws blurred samples after 10 epochs of a small set; after 50 its samples\n"
-    "        of load_digits were ahead of scikit-learn's generators and its ``'lof'`` score\n"
-    "        ranked the held-out digits higher, where on Fashion-MNIST 10 epochs were already\n"
-    "        ahead (benchmarks/DEFAULTS.md, \"Generating\").",
     covariance_type_evidence="LFP's default: with feature scaling, one shared variance ranked "
     "the\n        anomalies of the 18 ADBench sets better (benchmarks/RESULTS.md, \"Feature "
     "scaling and\n        ensembles\"). Ignored with a float ``sigma``, which fixes one "
@@ -199,7 +190,6 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         "inference_steps": [Interval(numbers.Integral, 1, None, closed="left"),
                             StrOptions({"auto"})],
         "persistent_steps": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "max_iter": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "chain_init": [StrOptions({"encoder", "prior"})],
     }
 

@@ -1,11 +1,13 @@
-"""scikit-learn's own estimator checks over both estimators and the imputer."""
+"""scikit-learn's own estimator checks over both estimators and the imputer, and the
+'auto' rules the two estimators share."""
 
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import skflowgen._auto
 from skflowgen import GenerativeImputer, GenerativeLatentFlow, LangevinFlowPriorGenerator
 
-from .conftest import DEVICE
+from .conftest import DEVICE, TINY
 
 SMALL = dict(max_iter=3, hidden_layer_sizes=(16,), n_flow_blocks=2, device=DEVICE)
 
@@ -36,3 +38,22 @@ def expected_failed_checks(estimator):
                          expected_failed_checks=expected_failed_checks)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("estimator_class", [GenerativeLatentFlow, LangevinFlowPriorGenerator])
+def test_auto_max_iter_trains_ten_epochs_on_tables_and_enough_images_with_image_shape(
+        monkeypatch, digits01, estimator_class):
+    """``max_iter='auto'`` trains 10 epochs on a table; with ``image_shape`` at least 10 and
+    enough for ``_IMAGE_ROWS_SEEN`` training rows in all (here 32 rows, 8 of the 40 held out);
+    an int is kept as given."""
+    monkeypatch.setattr(skflowgen._auto, "_IMAGE_ROWS_SEEN", 15 * 32 - 5)
+    X = digits01[0][:40]
+    cases = ((None, "auto", 10), ((1, 8, 8), "auto", 15), ((1, 8, 8), 3, 3))
+    for image_shape, max_iter, epochs in cases:
+        model = estimator_class(2, image_shape=image_shape, max_iter=max_iter,
+                                n_estimators=1, n_prior_components=1, random_state=0, **TINY)
+        if estimator_class is LangevinFlowPriorGenerator:
+            model.set_params(n_steps=1, persistent_steps=1)
+        model.fit(X)
+        assert model.max_iter == max_iter
+        assert model.n_iter_ == len(model.loss_curve_) == epochs

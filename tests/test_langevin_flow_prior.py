@@ -9,7 +9,6 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
-import skflowgen._auto
 from skflowgen import LangevinFlowPriorGenerator
 from skflowgen.langevin import langevin
 
@@ -263,19 +262,3 @@ def test_auto_inference_steps_are_few_on_tables_and_n_steps_on_images(monkeypatc
         calls.clear()
         model.transform(X[:16])
         assert [n for n, _, _ in calls] == [expected]
-
-
-def test_auto_max_iter_trains_ten_epochs_on_tables_and_enough_images_with_image_shape(
-        monkeypatch, digits01):
-    """``max_iter='auto'`` trains 10 epochs on a table; with ``image_shape`` at least 10 and
-    enough for ``_IMAGE_ROWS_SEEN`` training rows in all (here 32 rows, 8 of the 40 held out);
-    an int is kept as given."""
-    monkeypatch.setattr(skflowgen._auto, "_IMAGE_ROWS_SEEN", 15 * 32 - 5)
-    X = digits01[0][:40]
-    cases = ((None, "auto", 10), ((1, 8, 8), "auto", 15), ((1, 8, 8), 3, 3))
-    for image_shape, max_iter, epochs in cases:
-        model = LangevinFlowPriorGenerator(2, image_shape=image_shape, max_iter=max_iter,
-                                           n_steps=1, persistent_steps=1, n_prior_components=1,
-                                           random_state=0, **TINY).fit(X)
-        assert model.max_iter == max_iter
-        assert model.n_iter_ == len(model.loss_curve_) == epochs

@@ -170,8 +170,7 @@ BAD_PARAMS = [
     (("LFP",), {"n_steps": 0}, "n_steps", X),
     (("LFP",), {"inference_steps": 0}, "inference_steps", X),
     (("LFP",), {"chain_init": "zeros"}, "chain_init", X),
-    (("LFP",), {"max_iter": "long"}, "max_iter", X),
-    (("GLF",), {"max_iter": "auto"}, "max_iter", X),              # LFP's alone
+    (("GLF", "LFP"), {"max_iter": "long"}, "max_iter", X),
     (("GLF", "LFP"), {"n_importance_samples": 0}, "n_importance_samples", X),
     (("GLF",), {"reconstruction": "bce"}, "bce", X),                # X outside [0, 1]
     (("GLF",), {"reconstruction": "bce"}, "bce", np.vstack([X01, X01 + 0.5])),

@@ -24,8 +24,8 @@ What it measures
     by the PCA; ``KernelDensity`` on ``PCA(15)`` with its bandwidth chosen by ``GridSearchCV``
     (scikit-learn's own digits example); both estimators at their defaults with
     ``image_shape`` along their training budget (``max_iter`` epochs, continued by
-    ``warm_start``), and where an estimator's own budget is not the first (LFP's
-    ``max_iter='auto'`` on a small image set) a fresh fit at its defaults as well, the same
+    ``warm_start``), and where an estimator's own budget is not the first
+    (``max_iter='auto'`` on a small image set) a fresh fit at its defaults as well, each
     fitted GLF with a ``GaussianMixture(10)`` fitted to its codes afterwards and decoded by
     ``inverse_transform`` (the GLF paper's comparison: the flow
     earns its place by beating it), and a VAE of GLF's networks along the same budgets (the
@@ -321,20 +321,22 @@ def run(task, seed, family, threads, budgets, data_dir):
                 start = time.perf_counter()
                 model.fit(X_train)
                 return time.perf_counter() - start
+        def record_model(model, epochs, fit_s, suffix=""):
+            record(family + suffix, model.sample, epochs, fit_s)
+            if family == "GLF":  # the same autoencoder, a mixture fitted to its codes
+                record("GLF codes + GaussianMixture" + suffix, codes_gmm(model, X_train, seed),
+                       epochs, fit_s)
         model = new_model()
         fit_s = fit(model)  # max_iter as the family sets it: the first budget, or not
         if model.n_iter_ != budgets[0]:
-            record(family + DEFAULTS_ROW, model.sample, model.n_iter_, fit_s)
+            record_model(model, model.n_iter_, fit_s, DEFAULTS_ROW)
             model = new_model()
             fit_s = fit(model, max_iter=budgets[0])
         for budget in budgets:
             if budget > budgets[0]:
                 fit_s += fit(model, max_iter=budget - done, warm_start=True)
             done = budget
-            record(family, model.sample, budget, fit_s)
-            if family == "GLF":  # the defaults' codes
-                record("GLF codes + GaussianMixture", codes_gmm(model, X_train, seed),
-                       budget, fit_s)
+            record_model(model, budget, fit_s)
     return rows
 
 
@@ -369,8 +371,8 @@ def report(rows, args):
         "classifier's label histograms of the samples and of the test images. The estimators "
         f"run at their defaults with `image_shape={shape}`, `max_iter` the epochs, continued "
         "by `warm_start`; `..., at its defaults`: a fresh fit at the estimator's own budget "
-        "(LFP's `max_iter='auto'` trains on 50,000 images in all, at least 10 epochs; GLF's "
-        "is 10 epochs), where it is not the first of the table; fit seconds are cumulative, "
+        "(`max_iter='auto'` trains on 50,000 images in all, at least 10 epochs), where it is "
+        "not the first of the table; fit seconds are cumulative, "
         f"{args.threads} thread(s).")
     title = "Samples: load_digits" if args.task == "digits" else "Samples: Fashion-MNIST"
     _common.write_report(args.output, f"samples-{args.task}", title, args.threads,
@@ -463,8 +465,8 @@ def main(argv=None):
     done = _common.run_resumable(
         args.raw, RAW_FIELDS, tasks,
         partial(run, threads=args.threads, budgets=args.budgets, data_dir=args.data_dir),
-        lambda r: (args.task, int(r["seed"]),
-                   FAMILIES.get(r["generator"], r["generator"].removesuffix(DEFAULTS_ROW))),
+        lambda r: (args.task, int(r["seed"]), FAMILIES.get(
+            r["generator"].removesuffix(DEFAULTS_ROW), r["generator"].removesuffix(DEFAULTS_ROW))),
         args.n_jobs,
         args.resume)
     report([r for r in done if int(r["seed"]) in args.seeds], args)

@@ -268,6 +268,12 @@ def split(task, seed, data_dir):
     return X_train, X_test, y_train, y_test
 
 
+def family_of(generator):
+    """The task family a raw row's generator comes from: 'references', 'GLF', a variant..."""
+    name = generator.removesuffix(DEFAULTS_ROW)
+    return FAMILIES.get(name, name)
+
+
 def run(task, seed, family, threads, budgets, data_dir):
     """The raw rows of one seed and generator family; a row shown in the figure carries 36
     random samples (``grid``, not written to the raw file)."""
@@ -343,7 +349,10 @@ def run(task, seed, family, threads, budgets, data_dir):
 # ---------------------------------------------------------------- the report
 def report(rows, args):
     seeds = sorted({int(r["seed"]) for r in rows})
-    keys = list(dict.fromkeys((r["generator"], str(r["epochs"])) for r in rows))
+    order = [family for family in args.families if family != "references"]
+    keys = sorted(dict.fromkeys((r["generator"], str(r["epochs"])) for r in rows),
+                  key=lambda key: order.index(family_of(key[0])) + 1
+                  if family_of(key[0]) in order else 0)  # a task's rows stay in run order
     metrics = ("fd", "precision", "recall", "density", "coverage", "classes")
     table = []
     for generator, epochs in keys:
@@ -465,8 +474,7 @@ def main(argv=None):
     done = _common.run_resumable(
         args.raw, RAW_FIELDS, tasks,
         partial(run, threads=args.threads, budgets=args.budgets, data_dir=args.data_dir),
-        lambda r: (args.task, int(r["seed"]), FAMILIES.get(
-            r["generator"].removesuffix(DEFAULTS_ROW), r["generator"].removesuffix(DEFAULTS_ROW))),
+        lambda r: (args.task, int(r["seed"]), family_of(r["generator"])),
         args.n_jobs,
         args.resume)
     report([r for r in done if int(r["seed"]) in args.seeds], args)

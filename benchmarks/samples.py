@@ -424,13 +424,18 @@ def plot_fd(rows, path, title):
     fig, ax = plt.subplots(figsize=(8.5, 4), layout="constrained")
     budgets = sorted({int(r["epochs"]) for r in rows if r["epochs"] not in ("", None)})
     lowest = np.inf
-    for name in dict.fromkeys(r["generator"] for r in rows if r["epochs"] not in ("", None)):
+    names = list(dict.fromkeys(r["generator"] for r in rows if r["epochs"] not in ("", None)))
+    bases = list(dict.fromkeys(name.removesuffix(DEFAULTS_ROW) for name in names))
+    palette = plt.get_cmap("tab10" if len(bases) <= 10 else "tab20").colors
+    for name in names:  # a fit at its defaults in the colour of its generator's curve
         epochs = sorted({int(r["epochs"]) for r in rows if r["generator"] == name})
         values = [np.mean([float(r["fd"]) for r in rows if r["generator"] == name
                            and int(r["epochs"]) == e]) for e in epochs]
         lowest = min(lowest, *values)
         ax.plot(epochs, values, "o-" if len(epochs) > 1 else "*", markersize=6 if len(
-            epochs) > 1 else 14, label=name)  # a fit at its own budget alone: a star
+            epochs) > 1 else 14, label=name,  # a fit at its own budget alone: a star
+                color=palette[bases.index(name.removesuffix(DEFAULTS_ROW)) % len(palette)],
+                markeredgecolor="black" if len(epochs) == 1 else None)
     for name, style in (("PCA + GaussianMixture", "--"), ("KernelDensity on PCA", "-."),
                         ("training images", ":")):
         values = [float(r["fd"]) for r in rows if r["generator"] == name]

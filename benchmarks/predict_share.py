@@ -98,7 +98,7 @@ def run_one(data_dir, name, seed, threads, params):
 
 
 def report(rows, args):
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    datasets = [name for name in args.datasets if any(r["dataset"] == name for r in rows)]
     seeds = sorted({int(r["seed"]) for r in rows})
     columns = list(dict.fromkeys((r["detector"], r["setting"]) for r in rows))
     table, counts = [], {}

@@ -20,6 +20,7 @@ from .networks import make_decoder, make_encoder
 
 
 _TABLE_SCORE = "joint"  # what score_method='auto' means on tables
+_FILL_PASSES = 10  # reconstructions that fill a row's missing entries before it is encoded
 
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     n_importance_samples=128, n_importance_samples_evidence="",
@@ -71,10 +72,12 @@ class GenerativeLatentFlow(BaseLatentFlow):
 
     Missing values: NaN entries drop out of the reconstruction loss and of the
     likelihood, so ``fit`` learns from incomplete rows. The encoder sees a
-    missing entry filled by the model's reconstruction of the row with zeros
-    there (the training median with ``feature_scaling='robust'``, the mean with
-    ``'standard'``, a raw 0 with None or images); :meth:`impute` returns
-    that row's decoding. Ascending ``log p(x_obs, z)`` from the encoder's code,
+    missing entry filled by ten passes of the model's reconstruction,
+    ``x_miss <- G(E(x))_miss``, from zeros there (the training median with
+    ``feature_scaling='robust'``, the mean with ``'standard'``, a raw 0 with None or
+    images); :meth:`impute` returns that row's decoding. One pass left a trained
+    autoencoder reproducing much of the zeros it was shown (benchmarks/DEFAULTS.md,
+    "Imputation"). Ascending ``log p(x_obs, z)`` from the encoder's code,
     as LFP infers its latents, imputed worse on ``load_digits``: the posterior
     mode fits the observed
     pixels at the expense of the missing ones (benchmarks/RESULTS.md, "Imputation").
@@ -211,13 +214,15 @@ class GenerativeLatentFlow(BaseLatentFlow):
 
     def _encode(self, x, mask):
         """``E(x)``. A row with missing entries is encoded with them filled by the model's
-        current reconstruction ``G(E(x_0))`` of the row ``x_0`` with zeros there (in the
-        networks' units; see the class docstring): the encoder then sees rows like the complete
-        ones it learns from, not holes at an arbitrary value."""
+        current reconstruction: from zeros there (in the networks' units; see the class
+        docstring), ``_FILL_PASSES`` times ``x_miss <- G(E(x))_miss``. The encoder then sees
+        rows like the complete ones it learns from, not holes at an arbitrary value."""
         if mask is None:
             return self.encoder_(x)
         with torch.no_grad():
-            filled = torch.where(mask, x, self.decoder_(self.encoder_(torch.where(mask, x, 0.0))))
+            filled = torch.where(mask, x, 0.0)
+            for _ in range(_FILL_PASSES):
+                filled = torch.where(mask, x, self.decoder_(self.encoder_(filled)))
         # complete rows keep the code of the plain pass (the members' fills make the filled
         # rows per member, whose products round differently): a row's code does not depend
         # on whether other rows of its batch have missing entries

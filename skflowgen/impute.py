@@ -19,11 +19,11 @@ class GenerativeImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     ----------
     estimator : GenerativeLatentFlow or LangevinFlowPriorGenerator, default=None
         The model to fit (a clone of it is fitted; NaN entries count as missing). None
-        uses ``GenerativeLatentFlow()``, the faster of the two, which imputed the digits
-        better at the defaults; LFP imputed the Fashion-MNIST squares better
-        (``benchmarks/RESULTS.md``, "Imputation"). At their defaults neither
-        beats :class:`~sklearn.impute.KNNImputer` there: they are fitted for anomaly
-        ranking (ten epochs); a longer fit (``max_iter``) imputes better.
+        uses ``GenerativeLatentFlow()``, the faster of the two, which imputed both the
+        digits and, with ``image_shape``, the Fashion-MNIST squares better at the defaults
+        (``benchmarks/RESULTS.md``, "Imputation"). On the digits table neither beats
+        :class:`~sklearn.impute.KNNImputer` at the defaults: they are fitted for anomaly
+        ranking (ten epochs on tables); a longer fit (``max_iter``) imputes better.
 
     Attributes
     ----------

@@ -327,6 +327,7 @@ def run(task, seed, family, threads, budgets, data_dir):
                 start = time.perf_counter()
                 model.fit(X_train)
                 return time.perf_counter() - start
+
         def record_model(model, epochs, fit_s, suffix=""):
             record(family + suffix, model.sample, epochs, fit_s)
             if family == "GLF":  # the same autoencoder, a mixture fitted to its codes
@@ -432,10 +433,10 @@ def plot_fd(rows, path, title):
         values = [np.mean([float(r["fd"]) for r in rows if r["generator"] == name
                            and int(r["epochs"]) == e]) for e in epochs]
         lowest = min(lowest, *values)
-        ax.plot(epochs, values, "o-" if len(epochs) > 1 else "*", markersize=6 if len(
-            epochs) > 1 else 14, label=name,  # a fit at its own budget alone: a star
-                color=palette[bases.index(name.removesuffix(DEFAULTS_ROW)) % len(palette)],
-                markeredgecolor="black" if len(epochs) == 1 else None)
+        alone = len(epochs) == 1  # a fit at its own budget alone: a star
+        ax.plot(epochs, values, "*" if alone else "o-", markersize=14 if alone else 6,
+                markeredgecolor="black" if alone else None, label=name,
+                color=palette[bases.index(name.removesuffix(DEFAULTS_ROW)) % len(palette)])
     for name, style in (("PCA + GaussianMixture", "--"), ("KernelDensity on PCA", "-."),
                         ("training images", ":")):
         values = [float(r["fd"]) for r in rows if r["generator"] == name]

@@ -147,6 +147,13 @@ class GaussianMixtureBase(nn.Module):
                 np.log(np.diagonal(cholesky, axis1=-2, axis2=-1)))
             self.lower[m, :n_mixture] = torch.as_tensor(np.tril(cholesky, -1))
 
+    @torch.no_grad()
+    def widen(self, temperature):
+        """Scale every component's covariance by ``temperature**2`` (its Cholesky factor
+        by ``temperature``), keeping means and weights: draws ``mu_k + temperature L_k eps``."""
+        self.log_diagonal += math.log(temperature)
+        self.lower *= temperature
+
     def log_prob(self, u):
         """Per-row log-density of ``u`` (n_members, n, d). The whitened residuals
         ``L_k^{-1} (u - mu_k)`` of all components are one product per member, so that a

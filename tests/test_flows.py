@@ -94,3 +94,22 @@ def test_fit_never_ends_below_em_on_the_held_out_codes():
     flow.fit(z, held, torch.Generator().manual_seed(7))
     with torch.no_grad():
         assert float(flow.log_prob(held).mean()) >= float(start.log_prob(held).mean())
+
+
+def test_widen_scales_each_component_about_its_mean():
+    """``GaussianMixtureBase.widen(t)``: with the same standard normal and uniform draws,
+    a base point moves to ``mu_k + t (u - mu_k)`` (``eps = 0`` gives the means), and the
+    flow's density still integrates to 1."""
+    flow, _, g = _mixture_flow(2, seed=2)
+    eps = torch.randn(500, 2, generator=g, dtype=torch.float64)
+    uniform = torch.rand(500, generator=g, dtype=torch.float64)
+    before = flow.base.draw(eps, uniform)
+    means = flow.base.draw(torch.zeros_like(eps), uniform)
+    flow.base.widen(1.3)
+    torch.testing.assert_close(flow.base.draw(torch.zeros_like(eps), uniform), means)
+    torch.testing.assert_close(flow.base.draw(eps, uniform), means + 1.3 * (before - means))
+    axis = torch.linspace(-30, 30, 961, dtype=torch.float64)
+    grid = torch.cartesian_prod(axis, axis)[None]
+    with torch.no_grad():
+        mass = flow.log_prob(grid).exp().sum() * (axis[1] - axis[0]) ** 2
+    assert abs(float(mass) - 1) < 1e-3

@@ -16,7 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 _MAX_ROLLBACKS = 3
 # The sampling flow's mixture, fitted by maximum likelihood to the training codes, is narrower
 # than their distribution: the held-out codes' likelihood peaks with its covariances widened
-# by 1.05**2 to 1.25**2 (benchmarks/DEFAULTS.md, "Generating").
+# by 1.05**2 to 1.3**2 (benchmarks/DEFAULTS.md, "Generating").
 _SAMPLING_TEMPERATURE = 1.1
 
 

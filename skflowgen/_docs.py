@@ -10,12 +10,13 @@ from ._training import _SAMPLING_TEMPERATURE
 PRIOR_COMPONENTS_DOC = f"""\
     n_prior_components : int or 'auto', default='auto'
         Components of the base density of the flow that :meth:`sample` draws latents from.
-        ``'auto'``: {_IMAGE_PRIOR_COMPONENTS} with ``image_shape``, 1 on tables. 1: ``flow_``, the prior trained
-        with the model (the paper). More: when training ends, ``sampling_flow_``, a flow
-        whose base is a Gaussian mixture with full covariances (FlowGMM, Izmailov et al.
-        2020), is fitted to the codes of the training rows (``transform``): the mixture by
-        EM on the whitened codes, then flow and mixture by maximum likelihood until the
-        codes of the held-out rows (``validation_fraction``) stop improving; then each
+        ``'auto'``: {_IMAGE_PRIOR_COMPONENTS} with ``image_shape``, 1 on tables. 1:
+        ``flow_``, the prior trained with the model (the paper). More: when training ends,
+        ``sampling_flow_``, a flow whose base is a Gaussian mixture with full covariances
+        (FlowGMM, Izmailov et al. 2020), is fitted to the codes of the training rows
+        (``transform``): the mixture by EM on the whitened codes, then flow and mixture by
+        maximum likelihood until the codes of the held-out rows (``validation_fraction``)
+        stop improving; then each
         component's covariance is widened by {_SAMPLING_TEMPERATURE}**2, as a fit to the
         training codes is narrower than their distribution. Codes form a cluster per kind
         of row, which one Gaussian pushed through a flow cannot separate without mass

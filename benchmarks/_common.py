@@ -1,11 +1,13 @@
-"""Helpers shared by the benchmark scripts: data loading, the ADBench split, thread limits,
-timing, machine description, Markdown tables and the sectioned ``RESULTS.md``.
+"""Helpers shared by the benchmark scripts: data loading, the ADBench split and detectors, the
+speed benchmarks' models, thread limits, timing, machine description, Markdown tables and the
+sectioned ``RESULTS.md``.
 
 Not a benchmark itself; imported by the benchmark scripts.
 """
 
 import csv
 import datetime
+import gzip
 import os
 import platform
 import re
@@ -13,10 +15,13 @@ import shlex
 import sys
 import threading
 import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import MinMaxScaler
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "adbench"
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -65,6 +70,36 @@ def adbench_split(X, y, seed, test_size=0.3):
     return train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
 
 
+def load_images(task, data_dir):
+    """Flat images in [0, 1] (float32) and their labels: ``'digits'`` (``load_digits``) or
+    ``'fashion'`` (the Fashion-MNIST idx files in ``data_dir``, its training file first)."""
+    if task == "digits":
+        from sklearn.datasets import load_digits
+        X, y = load_digits(return_X_y=True)
+        return (X / 16.0).astype(np.float32), y
+    d = Path(data_dir)
+    X = np.concatenate([read_idx(d / f"{s}-images-idx3-ubyte.gz") for s in ("train", "t10k")])
+    y = np.concatenate([read_idx(d / f"{s}-labels-idx1-ubyte.gz") for s in ("train", "t10k")])
+    return X.reshape(len(X), -1).astype(np.float32) / 255.0, y
+
+
+def read_idx(path):
+    """An idx file (gzip) as a numpy array."""
+    with gzip.open(path) as f:
+        data = f.read()
+    ndim = data[3]
+    shape = np.frombuffer(data, dtype=">i4", count=ndim, offset=4)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def synthetic(n_rows=10_000, n_features=20, n_factors=5, seed=0):
+    """A min-max scaled table: a random linear map of Gaussian factors plus noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_rows, n_factors)) @ rng.normal(size=(n_factors, n_features))
+    X += 0.3 * rng.normal(size=X.shape)
+    return MinMaxScaler().fit_transform(X)
+
+
 def parse_params(text):
     """Estimator parameters from ``"a=1,b='x',c=None"``: each value as a Python literal, or as
     a plain string where it is none (``covariance_type=spherical``)."""
@@ -96,6 +131,247 @@ def estimator_class(model):
     """``'glf'`` or ``'lfp'`` to the skflowgen estimator class."""
     from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
     return GenerativeLatentFlow if model == "glf" else LangevinFlowPriorGenerator
+
+
+# ---------------------------------------------------------------- ADBench detectors
+@dataclass
+class Detector:
+    """How to build one detector and read its anomaly score.
+
+    ``fit_key`` names the fitted model it scores with (detectors with the same key share one
+    fit); ``params`` are set on the fitted estimator before scoring; ``pyod`` detectors give
+    ``decision_function`` (higher = more anomalous), the others ``score_samples`` (higher = more
+    normal).
+    """
+    fit_key: str
+    make: callable
+    params: dict = field(default_factory=dict)
+    pyod: bool = False
+
+
+def _glf(seed):
+    from skflowgen import GenerativeLatentFlow
+    return GenerativeLatentFlow(random_state=seed)
+
+
+def _lfp(seed):
+    from skflowgen import LangevinFlowPriorGenerator
+    return LangevinFlowPriorGenerator(random_state=seed)
+
+
+def _iforest(seed):
+    from sklearn.ensemble import IsolationForest
+    return IsolationForest(random_state=seed)
+
+
+def _lof(seed):
+    from sklearn.neighbors import LocalOutlierFactor
+    return LocalOutlierFactor(novelty=True)
+
+
+def _ocsvm(seed):
+    from sklearn.svm import OneClassSVM
+    return OneClassSVM()
+
+
+def _gmm(seed, n_components=5):
+    from sklearn.mixture import GaussianMixture
+    return GaussianMixture(n_components=n_components, random_state=seed)
+
+
+def _ecod(seed):
+    from pyod.models.ecod import ECOD
+    return ECOD()
+
+
+def _pyod_ae(seed):
+    from pyod.models.auto_encoder import AutoEncoder
+    return AutoEncoder(random_state=seed, verbose=0)
+
+
+def _pyod_vae(seed):
+    from pyod.models.vae import VAE
+    return VAE(random_state=seed, verbose=0)
+
+
+DETECTORS = {
+    "glf": Detector("glf", _glf),
+    "glf-joint": Detector("glf", _glf, {"score_method": "joint"}),
+    "glf-marginal": Detector("glf", _glf, {"score_method": "marginal"}),
+    "lfp": Detector("lfp", _lfp),
+    "lfp-joint": Detector("lfp", _lfp, {"score_method": "joint"}),
+    "lfp-marginal": Detector("lfp", _lfp, {"score_method": "marginal"}),
+    "iforest": Detector("iforest", _iforest),
+    "lof": Detector("lof", _lof),
+    "ocsvm": Detector("ocsvm", _ocsvm),
+    "gmm": Detector("gmm", _gmm),
+    "ecod": Detector("ecod", _ecod, pyod=True),
+    "pyod-ae": Detector("pyod-ae", _pyod_ae, pyod=True),
+    "pyod-vae": Detector("pyod-vae", _pyod_vae, pyod=True),
+}
+DEFAULT_DETECTORS = ("glf", "lfp", "iforest", "lof", "ocsvm", "gmm", "ecod", "pyod-ae", "pyod-vae")
+
+
+def split_spec(spec):
+    """``(name, fit parameters, scoring parameters)`` of a detector spec
+    ``name[fit parameters]{scoring parameters}``, each part optional."""
+    head, _, score = spec.partition("{")
+    name, _, bracket = head.partition("[")
+    if (bracket and not bracket.endswith("]")) or (score and not score.endswith("}")):
+        raise ValueError(f"malformed detector {spec!r}: name[fit params]{{scoring params}}")
+    return name, parse_params(bracket[:-1]), parse_params(score[:-1])
+
+
+def detector(spec):
+    """The :class:`Detector` named by ``spec``: a name of ``DETECTORS``, optionally followed
+    by estimator parameters in brackets, ``glf-joint[max_iter=10,n_components=4]``, and by
+    parameters in braces set on the fitted estimator before scoring,
+    ``lfp[...]{inference_steps=5}``.
+    Bracketed parameters are set before fitting and are part of the fit key, so ``glf[...]``,
+    ``glf-joint[...]`` and ``glf[...]{...}`` with the same brackets share one fit."""
+    name, fit_params, score_params = split_spec(spec)
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {spec!r}; names: {', '.join(DETECTORS)}")
+    base = DETECTORS[name]
+    bracket = spec.partition("{")[0][len(name):]
+    make = base.make if not fit_params else \
+        (lambda seed: base.make(seed).set_params(**fit_params))
+    return Detector(base.fit_key + bracket, make, {**base.params, **score_params}, base.pyod)
+
+
+# ---------------------------------------------------------------- the speed benchmarks' models
+HIDDEN = (64, 64)  # hidden widths of every model
+PAPER = "LFP, the paper's chains"  # the name of LFP with PAPER_CHAINS
+PAPER_CHAINS = dict(chain_init="prior", n_steps=20, persistent_steps=None, inference_steps=20)
+
+
+def n_components_for(X):
+    """The skflowgen default latent size, used by every model here."""
+    return min(20, max(1, X.shape[1] // 2))
+
+
+class PlainTorchAE:
+    """The floor: GLF's autoencoder (same layers) trained by a bare torch loop on MSE, no flow."""
+
+    def __init__(self, n_components, epochs, batch_size, seed):
+        self.n_components, self.epochs, self.batch_size, self.seed = (
+            n_components, epochs, batch_size, seed)
+
+    def fit(self, X):
+        import torch
+        from torch import nn
+        generator = torch.Generator().manual_seed(self.seed)
+        x = torch.as_tensor(X, dtype=torch.float32)
+        sizes = [x.shape[1], *HIDDEN, self.n_components]
+
+        def mlp(sizes):
+            layers = []
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+                layers.append(nn.Linear(a, b))
+                if i < len(sizes) - 2:
+                    layers.append(nn.LeakyReLU(0.2))
+            return nn.Sequential(*layers)
+        self.model = nn.Sequential(mlp(sizes), mlp(sizes[::-1]))
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        for _ in range(self.epochs):
+            perm = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), self.batch_size):
+                xb = x[perm[start:start + self.batch_size]]
+                loss = (self.model(xb) - xb).square().sum(dim=1).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        return self
+
+
+class PlainTorchGLF:
+    """GLF's own computation with none of the estimator plumbing: the networks of a GLF
+    (its public ``encoder_``, ``decoder_``, ``flow_``, taken from a one-epoch fit on a few rows
+    when the object is made, untimed) trained by a bare loop on ``recon + NLL(stopgrad(z))`` with
+    the same two Adam optimizers, the flow stepping once per group of batches as GLF's does.
+    ``GLF / this`` is the cost of the plumbing; ``this / PyOD AE`` is the floor of GLF's ratio
+    in eager torch."""
+
+    def __init__(self, X, n_components, epochs, batch_size, seed):
+        from skflowgen import GenerativeLatentFlow
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            glf = GenerativeLatentFlow(n_components, hidden_layer_sizes=HIDDEN, max_iter=1,
+                                       batch_size=batch_size, random_state=seed,
+                                       device="cpu").fit(X[:64])
+        self.encoder, self.decoder, self.flow = glf.encoder_, glf.decoder_, glf.flow_
+        self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
+
+    def fit(self, X):
+        import torch
+        from skflowgen._auto import auto_batch_size
+        generator = torch.Generator().manual_seed(self.seed)
+        x = torch.as_tensor(X, dtype=torch.float32)
+        autoencoder = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()],
+                                       lr=1e-3)
+        flow = torch.optim.Adam(self.flow.parameters(), lr=1e-3, betas=(0.8, 0.9), eps=1e-6,
+                                weight_decay=2e-5)
+        for module in (self.encoder, self.decoder, self.flow):
+            module.train()
+        group = self.batch_size * max(1, auto_batch_size(len(x)) // self.batch_size)
+        for _ in range(self.epochs):
+            perm = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), self.batch_size):
+                xb = x[perm[start:start + self.batch_size]]
+                z = self.encoder(xb)
+                codes = z.detach() if start % group == 0 else torch.cat([codes, z.detach()], 1)
+                loss = (self.decoder(z) - xb).square().sum(dim=-1).mean()
+                optimizers = [autoencoder]
+                if (start + self.batch_size) % group == 0 or start + self.batch_size >= len(x):
+                    loss = loss - self.flow.log_prob(codes).mean()
+                    optimizers.append(flow)
+                for optimizer in optimizers:
+                    optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for optimizer in optimizers:
+                    optimizer.step()
+        return self
+
+
+def make_models(X, d, epochs, lfp_epochs, batch_size, seed):
+    """``{name: (factory, epochs)}`` of the models whose fit is timed (``batch_size='auto'``:
+    skflowgen's rule for ``X``'s rows, the same number for every model)."""
+    from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
+    from skflowgen._auto import auto_batch_size
+    common = dict(batch_size=batch_size, random_state=seed, device="cpu")
+    if batch_size == "auto":
+        batch_size = auto_batch_size(len(X))
+    no_stop = lambda e: dict(max_iter=e, n_iter_no_change=e + 1)  # noqa: E731
+
+    def pyod_ae():
+        from pyod.models.auto_encoder import AutoEncoder
+        return AutoEncoder(epoch_num=epochs, batch_size=batch_size,
+                           hidden_neuron_list=[*HIDDEN, d], random_state=seed, verbose=0)
+
+    def pyod_vae():
+        from pyod.models.vae import VAE
+        return VAE(epoch_num=epochs, batch_size=batch_size, encoder_neuron_list=list(HIDDEN),
+                   decoder_neuron_list=list(HIDDEN[::-1]), latent_dim=d, random_state=seed,
+                   verbose=0)
+
+    return {
+        "GLF": (lambda: GenerativeLatentFlow(d, hidden_layer_sizes=HIDDEN, **no_stop(epochs),
+                                             **common), epochs),
+        # the default is an ensemble of five members: the same fit with one
+        "GLF, one member": (lambda: GenerativeLatentFlow(d, hidden_layer_sizes=HIDDEN,
+                                                         n_estimators=1, **no_stop(epochs),
+                                                         **common), epochs),
+        "PyOD AE": (pyod_ae, epochs),
+        "PyOD VAE": (pyod_vae, epochs),
+        "plain torch AE": (lambda: PlainTorchAE(d, epochs, batch_size, seed), epochs),
+        "plain torch GLF": (lambda: PlainTorchGLF(X, d, epochs, batch_size, seed), epochs),
+        "LFP": (lambda: LangevinFlowPriorGenerator(d, hidden_layer_sizes=HIDDEN,
+                                                   **no_stop(lfp_epochs), **common), lfp_epochs),
+        # the paper's inference: fresh chains of 20 steps from the prior for every batch
+        PAPER: (lambda: LangevinFlowPriorGenerator(
+            d, hidden_layer_sizes=HIDDEN, **PAPER_CHAINS, **no_stop(lfp_epochs), **common),
+            lfp_epochs),
+    }
 
 
 # ---------------------------------------------------------------- environment and timing

@@ -30,7 +30,6 @@ import csv
 import sys
 import traceback
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ from sklearn.preprocessing import MinMaxScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+from _common import DEFAULT_DETECTORS, DETECTORS, detector  # noqa: E402
 
 BELOW_IFOREST = "↓"
 SUBSAMPLED = "†"
@@ -49,114 +49,11 @@ RAW_FIELDS = ["dataset", "detector", "seed", "n_rows", "n_features", "max_rows",
 
 
 # ---------------------------------------------------------------- detectors
-@dataclass
-class Detector:
-    """How to build one detector and read its anomaly score.
-
-    ``fit_key`` names the fitted model it scores with (detectors with the same key share one
-    fit); ``params`` are set on the fitted estimator before scoring; ``pyod`` detectors give
-    ``decision_function`` (higher = more anomalous), the others ``score_samples`` (higher = more
-    normal).
-    """
-    fit_key: str
-    make: callable
-    params: dict = field(default_factory=dict)
-    pyod: bool = False
-
-
-def _glf(seed):
-    from skflowgen import GenerativeLatentFlow
-    return GenerativeLatentFlow(random_state=seed)
-
-
-def _lfp(seed):
-    from skflowgen import LangevinFlowPriorGenerator
-    return LangevinFlowPriorGenerator(random_state=seed)
-
-
-def _iforest(seed):
-    from sklearn.ensemble import IsolationForest
-    return IsolationForest(random_state=seed)
-
-
-def _lof(seed):
-    from sklearn.neighbors import LocalOutlierFactor
-    return LocalOutlierFactor(novelty=True)
-
-
-def _ocsvm(seed):
-    from sklearn.svm import OneClassSVM
-    return OneClassSVM()
-
-
-def _gmm(seed, n_components=5):
-    from sklearn.mixture import GaussianMixture
-    return GaussianMixture(n_components=n_components, random_state=seed)
-
-
-def _ecod(seed):
-    from pyod.models.ecod import ECOD
-    return ECOD()
-
-
-def _pyod_ae(seed):
-    from pyod.models.auto_encoder import AutoEncoder
-    return AutoEncoder(random_state=seed, verbose=0)
-
-
-def _pyod_vae(seed):
-    from pyod.models.vae import VAE
-    return VAE(random_state=seed, verbose=0)
-
-
-DETECTORS = {
-    "glf": Detector("glf", _glf),
-    "glf-joint": Detector("glf", _glf, {"score_method": "joint"}),
-    "glf-marginal": Detector("glf", _glf, {"score_method": "marginal"}),
-    "lfp": Detector("lfp", _lfp),
-    "lfp-joint": Detector("lfp", _lfp, {"score_method": "joint"}),
-    "lfp-marginal": Detector("lfp", _lfp, {"score_method": "marginal"}),
-    "iforest": Detector("iforest", _iforest),
-    "lof": Detector("lof", _lof),
-    "ocsvm": Detector("ocsvm", _ocsvm),
-    "gmm": Detector("gmm", _gmm),
-    "ecod": Detector("ecod", _ecod, pyod=True),
-    "pyod-ae": Detector("pyod-ae", _pyod_ae, pyod=True),
-    "pyod-vae": Detector("pyod-vae", _pyod_vae, pyod=True),
-}
 SKFLOWGEN_KEYS = ("glf", "lfp")
-
-
-def split_spec(spec):
-    """``(name, fit parameters, scoring parameters)`` of a detector spec
-    ``name[fit parameters]{scoring parameters}``, each part optional."""
-    head, _, score = spec.partition("{")
-    name, _, bracket = head.partition("[")
-    if (bracket and not bracket.endswith("]")) or (score and not score.endswith("}")):
-        raise ValueError(f"malformed detector {spec!r}: name[fit params]{{scoring params}}")
-    return name, _common.parse_params(bracket[:-1]), _common.parse_params(score[:-1])
-
-
-def detector(spec):
-    """The :class:`Detector` named by ``spec``: a name of ``DETECTORS``, optionally followed
-    by estimator parameters in brackets, ``glf-joint[max_iter=10,n_components=4]``, and by
-    parameters in braces set on the fitted estimator before scoring,
-    ``lfp[...]{inference_steps=5}``.
-    Bracketed parameters are set before fitting and are part of the fit key, so ``glf[...]``,
-    ``glf-joint[...]`` and ``glf[...]{...}`` with the same brackets share one fit."""
-    name, fit_params, score_params = split_spec(spec)
-    if name not in DETECTORS:
-        raise ValueError(f"unknown detector {spec!r}; names: {', '.join(DETECTORS)}")
-    base = DETECTORS[name]
-    bracket = spec.partition("{")[0][len(name):]
-    make = base.make if not fit_params else \
-        (lambda seed: base.make(seed).set_params(**fit_params))
-    return Detector(base.fit_key + bracket, make, {**base.params, **score_params}, base.pyod)
 
 
 def is_skflowgen(spec):
     return detector(spec).fit_key.split("[")[0] in SKFLOWGEN_KEYS
-DEFAULT_DETECTORS = ("glf", "lfp", "iforest", "lof", "ocsvm", "gmm", "ecod", "pyod-ae", "pyod-vae")
 
 
 # ---------------------------------------------------------------- one run

@@ -24,7 +24,6 @@ RESULTS.md sections and the figures from the raw file.
 
 import argparse
 import csv
-import gzip
 import math
 import time
 import warnings
@@ -53,27 +52,6 @@ DEFAULT_SCORE = {"glf": "lof", "lfp": "lof"}  # what score_method='auto' means o
 
 
 # ---------------------------------------------------------------- data
-def load(task, data_dir):
-    """Flat images in [0, 1] (float32) and their labels."""
-    if task == "digits":
-        from sklearn.datasets import load_digits
-        X, y = load_digits(return_X_y=True)
-        return (X / 16.0).astype(np.float32), y
-    d = Path(data_dir)
-    X = np.concatenate([read_idx(d / f"{s}-images-idx3-ubyte.gz") for s in ("train", "t10k")])
-    y = np.concatenate([read_idx(d / f"{s}-labels-idx1-ubyte.gz") for s in ("train", "t10k")])
-    return X.reshape(len(X), -1).astype(np.float32) / 255.0, y
-
-
-def read_idx(path):
-    """An idx file (gzip) as a numpy array."""
-    with gzip.open(path) as f:
-        data = f.read()
-    ndim = data[3]
-    shape = np.frombuffer(data, dtype=">i4", count=ndim, offset=4)
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 def split(X, y, held_out, seed, max_train=None, max_test=None):
     """The held-out-class split, training and test rows subsampled (the test rows stratified
     on the label) to at most ``max_train`` and ``max_test``."""
@@ -103,12 +81,11 @@ def _deepsvdd(seed, n_features):
 
 def make_baseline(name, seed, n_features):
     """``(estimator, pyod)`` for a baseline: ADBench's, plus PyOD's kNN distance and DeepSVDD."""
-    from adbench import DETECTORS
     if name == "knn":
         return _knn(seed), True
     if name == "deepsvdd":
         return _deepsvdd(seed, n_features), True
-    return DETECTORS[name].make(seed), DETECTORS[name].pyod
+    return _common.DETECTORS[name].make(seed), _common.DETECTORS[name].pyod
 
 
 def make_model(spec, seed, shape):
@@ -207,7 +184,7 @@ def run_one(task, held_out, seed, detector, data_dir, skip_marginal):
     _limits = _common.limit_threads(1)
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     spec = TASKS[task]
-    X, y = load(task, data_dir)
+    X, y = _common.load_images(task, data_dir)
     X_train, X_test, y_test = split(X, y, held_out, seed, spec["max_train"], spec["max_test"])
     base = dict(task=task, held_out=held_out, seed=seed, detector=detector,
                 n_train=len(X_train), n_test=len(X_test))

@@ -32,9 +32,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
 
-from _common import figure_path, limit_threads, machine_info, markdown_table, provenance, replace_section, \
-    timed
-from images import load as load_images
+from _common import figure_path, limit_threads, load_images, machine_info, markdown_table, \
+    provenance, replace_section, timed
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 
 SETTINGS = ["digits-30", "digits-50", "fashion-square"]

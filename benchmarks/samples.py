@@ -254,8 +254,7 @@ def codes_gmm(model, X, seed):
 
 def split(task, seed, data_dir):
     """``(X_train, X_test, y_train, y_test)`` of one task and seed."""
-    from images import load
-    X, y = load(task, data_dir)
+    X, y = _common.load_images(task, data_dir)
     if task == "digits":
         return train_test_split(X.astype(np.float64), y, test_size=0.3, stratify=y,
                                 random_state=seed)

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from speed import make_models, n_components_for, synthetic  # noqa: E402
+from _common import make_models, n_components_for, synthetic  # noqa: E402
 
 MODELS = ["GLF", "LFP", "PyOD AE", "PyOD VAE"]
 

@@ -48,30 +48,20 @@ import numpy as np
 import torch
 from sklearn.ensemble import IsolationForest
 from sklearn.preprocessing import MinMaxScaler
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+from _common import (HIDDEN, PAPER, PAPER_CHAINS, make_models, n_components_for,  # noqa: E402
+                     synthetic)
 
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator  # noqa: E402
 from skflowgen._auto import auto_batch_size  # noqa: E402
 
 SECTION = "speed"
-HIDDEN = (64, 64)
 FORMER_CHAINS = dict(chain_init="prior", n_steps=20)  # training chains before the encoder
-PAPER = "LFP, the paper's chains"
-PAPER_CHAINS = dict(chain_init="prior", n_steps=20, persistent_steps=None, inference_steps=20)
 
 
 # ---------------------------------------------------------------- data
-def synthetic(n_rows=10_000, n_features=20, n_factors=5, seed=0):
-    """A min-max scaled table: a random linear map of Gaussian factors plus noise."""
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n_rows, n_factors)) @ rng.normal(size=(n_factors, n_features))
-    X += 0.3 * rng.normal(size=X.shape)
-    return MinMaxScaler().fit_transform(X)
-
-
 def load(name, data_dir):
     """``(label, X)`` for ``'synthetic'`` or an ADBench dataset name, min-max scaled."""
     if name == "synthetic":
@@ -82,129 +72,7 @@ def load(name, data_dir):
     return f"{name} {X.shape[0]}x{X.shape[1]}", MinMaxScaler().fit_transform(X)
 
 
-def n_components_for(X):
-    """The skflowgen default latent size, used by every model here."""
-    return min(20, max(1, X.shape[1] // 2))
-
-
 # ---------------------------------------------------------------- models
-class PlainTorchAE:
-    """The floor: GLF's autoencoder (same layers) trained by a bare torch loop on MSE, no flow."""
-
-    def __init__(self, n_components, epochs, batch_size, seed):
-        self.n_components, self.epochs, self.batch_size, self.seed = (
-            n_components, epochs, batch_size, seed)
-
-    def fit(self, X):
-        generator = torch.Generator().manual_seed(self.seed)
-        x = torch.as_tensor(X, dtype=torch.float32)
-        sizes = [x.shape[1], *HIDDEN, self.n_components]
-
-        def mlp(sizes):
-            layers = []
-            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-                layers.append(nn.Linear(a, b))
-                if i < len(sizes) - 2:
-                    layers.append(nn.LeakyReLU(0.2))
-            return nn.Sequential(*layers)
-        self.model = nn.Sequential(mlp(sizes), mlp(sizes[::-1]))
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        for _ in range(self.epochs):
-            perm = torch.randperm(len(x), generator=generator)
-            for start in range(0, len(x), self.batch_size):
-                xb = x[perm[start:start + self.batch_size]]
-                loss = (self.model(xb) - xb).square().sum(dim=1).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-        return self
-
-
-class PlainTorchGLF:
-    """GLF's own computation with none of the estimator plumbing: the networks of a GLF
-    (its public ``encoder_``, ``decoder_``, ``flow_``, taken from a one-epoch fit on a few rows
-    when the object is made, untimed) trained by a bare loop on ``recon + NLL(stopgrad(z))`` with
-    the same two Adam optimizers, the flow stepping once per group of batches as GLF's does.
-    ``GLF / this`` is the cost of the plumbing; ``this / PyOD AE`` is the floor of GLF's ratio
-    in eager torch."""
-
-    def __init__(self, X, n_components, epochs, batch_size, seed):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            glf = GenerativeLatentFlow(n_components, hidden_layer_sizes=HIDDEN, max_iter=1,
-                                       batch_size=batch_size, random_state=seed,
-                                       device="cpu").fit(X[:64])
-        self.encoder, self.decoder, self.flow = glf.encoder_, glf.decoder_, glf.flow_
-        self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
-
-    def fit(self, X):
-        generator = torch.Generator().manual_seed(self.seed)
-        x = torch.as_tensor(X, dtype=torch.float32)
-        autoencoder = torch.optim.Adam([*self.encoder.parameters(), *self.decoder.parameters()],
-                                       lr=1e-3)
-        flow = torch.optim.Adam(self.flow.parameters(), lr=1e-3, betas=(0.8, 0.9), eps=1e-6,
-                                weight_decay=2e-5)
-        for module in (self.encoder, self.decoder, self.flow):
-            module.train()
-        group = self.batch_size * max(1, auto_batch_size(len(x)) // self.batch_size)
-        for _ in range(self.epochs):
-            perm = torch.randperm(len(x), generator=generator)
-            for start in range(0, len(x), self.batch_size):
-                xb = x[perm[start:start + self.batch_size]]
-                z = self.encoder(xb)
-                codes = z.detach() if start % group == 0 else torch.cat([codes, z.detach()], 1)
-                loss = (self.decoder(z) - xb).square().sum(dim=-1).mean()
-                optimizers = [autoencoder]
-                if (start + self.batch_size) % group == 0 or start + self.batch_size >= len(x):
-                    loss = loss - self.flow.log_prob(codes).mean()
-                    optimizers.append(flow)
-                for optimizer in optimizers:
-                    optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for optimizer in optimizers:
-                    optimizer.step()
-        return self
-
-
-def make_models(X, d, epochs, lfp_epochs, batch_size, seed):
-    """``{name: (factory, epochs)}`` of the models whose fit is timed (``batch_size='auto'``:
-    skflowgen's rule for ``X``'s rows, the same number for every model)."""
-    common = dict(batch_size=batch_size, random_state=seed, device="cpu")
-    if batch_size == "auto":
-        batch_size = auto_batch_size(len(X))
-    no_stop = lambda e: dict(max_iter=e, n_iter_no_change=e + 1)  # noqa: E731
-
-    def pyod_ae():
-        from pyod.models.auto_encoder import AutoEncoder
-        return AutoEncoder(epoch_num=epochs, batch_size=batch_size,
-                           hidden_neuron_list=[*HIDDEN, d], random_state=seed, verbose=0)
-
-    def pyod_vae():
-        from pyod.models.vae import VAE
-        return VAE(epoch_num=epochs, batch_size=batch_size, encoder_neuron_list=list(HIDDEN),
-                   decoder_neuron_list=list(HIDDEN[::-1]), latent_dim=d, random_state=seed,
-                   verbose=0)
-
-    return {
-        "GLF": (lambda: GenerativeLatentFlow(d, hidden_layer_sizes=HIDDEN, **no_stop(epochs),
-                                             **common), epochs),
-        # the default is an ensemble of five members: the same fit with one
-        "GLF, one member": (lambda: GenerativeLatentFlow(d, hidden_layer_sizes=HIDDEN,
-                                                         n_estimators=1, **no_stop(epochs),
-                                                         **common), epochs),
-        "PyOD AE": (pyod_ae, epochs),
-        "PyOD VAE": (pyod_vae, epochs),
-        "plain torch AE": (lambda: PlainTorchAE(d, epochs, batch_size, seed), epochs),
-        "plain torch GLF": (lambda: PlainTorchGLF(X, d, epochs, batch_size, seed), epochs),
-        "LFP": (lambda: LangevinFlowPriorGenerator(d, hidden_layer_sizes=HIDDEN,
-                                                   **no_stop(lfp_epochs), **common), lfp_epochs),
-        # the paper's inference: fresh chains of 20 steps from the prior for every batch
-        PAPER: (lambda: LangevinFlowPriorGenerator(
-            d, hidden_layer_sizes=HIDDEN, **PAPER_CHAINS, **no_stop(lfp_epochs), **common),
-            lfp_epochs),
-    }
-
-
 def fitted_epochs(model, epochs):
     """Epochs actually run (a skflowgen fit can stop early only on divergence)."""
     return getattr(model, "n_iter_", epochs)

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks
 import _common  # noqa: E402
-from adbench import DEFAULT_DETECTORS, detector, split_spec  # noqa: E402
+from _common import DEFAULT_DETECTORS, detector, split_spec  # noqa: E402
 
 OTHER_DETECTORS = [d for d in DEFAULT_DETECTORS if d not in ("glf", "lfp")]
 

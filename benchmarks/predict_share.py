@@ -86,10 +86,11 @@ def run_one(data_dir, name, seed, threads, params):
                         random_state=seed, **_common.parse_params(params)).fit(fit_rows)
         defaults = model.get_params()
         record(detector, "defaults", CONTAMINATION, model.predict(new_rows))
-        trained = model._reference_rows[len(model._held_out_rows):]  # the training rows kept
-        training = np.percentile(model.score_samples(trained), 100 * CONTAMINATION)
-        record(detector, "training rows", CONTAMINATION,
-               np.where(model.score_samples(new_rows) < training, -1, 1))
+        if model.novelty:  # without, the default offset is the training rows' percentile
+            trained = model._reference_rows[len(model._held_out_rows):]  # training rows kept
+            training = np.percentile(model.score_samples(trained), 100 * CONTAMINATION)
+            record(detector, "training rows", CONTAMINATION,
+                   np.where(model.score_samples(new_rows) < training, -1, 1))
         for setting in SETTINGS[kind]:
             model.set_params(**_common.parse_params(setting))
             record(detector, setting, model.contamination, model.predict(new_rows))
@@ -121,9 +122,12 @@ def report(rows, args):
         f"Share of new normal rows flagged (%), one value per seed ({', '.join(map(str, seeds))}); "
         f"`*` marks a share more than {100 * TOLERANCE:g} points from the setting's "
         "contamination `c`. Each estimator is fitted once per set and seed at its defaults "
-        "(`image_shape=(1, 8, 8)` on digits); the settings below `defaults` are set on that "
-        "fitted model. `training rows`: the threshold the former `offset_` used, the "
-        "percentile of the training rows' own scores.\n\n"
+        "(`image_shape=(1, 8, 8)` on digits; `novelty=False`: every row trains and `offset_` "
+        "is the percentile of the scores of the rows given to `fit`), and again with the "
+        "parameters in brackets (`novelty=True`: a fifth of the rows held out of training "
+        "set `offset_`); the settings below `defaults` are set on that fitted model. "
+        "`training rows`: the threshold `novelty=False` uses, the percentile of the training "
+        "rows' own scores, on the `novelty=True` model.\n\n"
         f"Estimators' checks within {100 * TOLERANCE:g} points (both estimators, every setting "
         "but `training rows`, every set and seed): " + "; ".join(
             f"{variant}: **{within} of {total}**" for variant, (within, total) in counts.items()))
@@ -149,9 +153,9 @@ def ranking_cost(path):
     return "\n".join([
         "### What holding rows out costs in ranking (ADBench)", "",
         f"Mean over sets and seeds of the rows in `{path.name}` (`adbench.py`'s protocol: "
-        "contaminated training rows, test AUROC and AP x 100). `validation_fraction` is the "
-        "share of the training rows held out to set `offset_` (0.2 is the default); "
-        "`-former`: the version that trained on every row.", "",
+        "contaminated training rows, test AUROC and AP x 100). The defaults (`novelty=False`) "
+        "train on every row; `novelty=True` holds `validation_fraction` of the training rows "
+        "out (0.2 by default) to set `offset_`.", "",
         _common.markdown_table(["detector", "sets", "runs", "mean AUROC", "mean AP"], table)])
 
 

@@ -8,6 +8,7 @@ lives in one module per concern, each a mixin of this class:
 - :mod:`skflowgen._training`: the epoch loop, trimming, early stopping, rollback;
 - :mod:`skflowgen._densities`: the noise, ``log p(x, z)``, the scores, streamed evaluation;
 - :mod:`skflowgen.outlier`: the rows a fitted model keeps, ``offset_``, ``predict``;
+- :mod:`skflowgen._sampling`: ``sample`` and the sampling flow;
 - :mod:`skflowgen._persistence`: pickling.
 """
 
@@ -25,6 +26,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from ._auto import ResolvedParameters, resolve_device
 from ._densities import DensityMixin
 from ._persistence import PersistenceMixin
+from ._sampling import SamplingMixin
 from ._scaling import FeatureScalingMixin
 from ._training import TrainingMixin, torch_generator
 from .flows import CouplingFlow
@@ -33,7 +35,7 @@ from .outlier import DetectorMixin
 from .scores import SCORES
 
 
-class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixin,
+class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMixin, DensityMixin,
                      FeatureScalingMixin, ResolvedParameters, ClassNamePrefixFeaturesOutMixin,
                      TransformerMixin, OutlierMixin, BaseEstimator):
     """Shared plumbing of the latent-flow estimators. Not for direct use.
@@ -66,7 +68,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
     def __init__(self, n_components, *, hidden_layer_sizes, n_flow_blocks, n_prior_components,
                  image_shape,
                  feature_scaling, covariance_type, score_method, n_importance_samples, contamination,
-                 support_fraction, n_estimators,
+                 novelty, support_fraction, n_estimators,
                  max_iter, batch_size, learning_rate_init, tol, n_iter_no_change, early_stopping, validation_fraction,
                  warm_start, verbose, random_state, device):
         self.n_components = n_components
@@ -79,6 +81,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         self.score_method = score_method
         self.n_importance_samples = n_importance_samples
         self.contamination = contamination
+        self.novelty = novelty
         self.support_fraction = support_fraction
         self.n_estimators = n_estimators
         self.max_iter = max_iter
@@ -105,6 +108,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         "n_importance_samples": [Interval(numbers.Integral, 1, None, closed="left")],
         "covariance_type": [StrOptions({"diag", "spherical"})],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
+        "novelty": ["boolean"],
         "support_fraction": [Interval(numbers.Real, 0, 1, closed="right"), None],
         "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -162,7 +166,6 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
             getattr(self, name).to(device)
         return device
 
-
     @property
     def _hidden_sizes(self):
         """``hidden_layer_sizes`` as a tuple (an int means one hidden layer)."""
@@ -188,14 +191,15 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         self._validate_params()
         X, seeds, device = self._start_training(X, self.warm_start and hasattr(self, "flow_"))
         vars(self).pop("_row_samples", None)  # partial_fit's: a fit sets its own rows aside
+        self.n_samples_seen_ = len(X)
         generator = torch_generator(seeds[1], device)
         X_train = self._split_held_out(X, generator)
         x_train, x_held = self._to_device(X_train, device), \
             self._to_device(self._held_out_rows, device)
         self._train_epochs(x_train, x_held if self.early_stopping else None, generator)
         self._fit_sampling_flow(x_train, x_held, generator)
-        self._keep_rows(self._sample_rows(X_train, seeds[2]))
-        self.offset_  # noqa: B018 (computed now: predict after fit costs no more scoring)
+        self._keep_rows(self._sample_rows(X_train if self.novelty else X, seeds[2]))
+        self._fit_offset(X)
         return self
 
     def partial_fit(self, X, y=None):
@@ -205,24 +209,23 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
 
         The first call (or the first on an unfitted model) builds the networks and takes
         ``feature_scaling`` from its block; each call then runs one epoch over its rows
-        (``n_iter_`` and ``loss_curve_`` grow by one) and continues the optimizers at a
-        constant learning rate: ``max_iter``, ``tol``, ``early_stopping`` and the
-        learning-rate schedule of ``fit``, which count epochs over all the rows, do not
-        apply, and ``batch_size='auto'`` is 256, its value for ``fit`` on large data (the
-        rows of a call are a part of data of unknown size), the call's rows cut into
-        batches of about equal size. The noise variance ``sigma^2`` is fitted to the
+        (``n_iter_`` and ``loss_curve_`` grow by one) at a constant learning rate:
+        ``max_iter``, ``tol``, ``early_stopping`` and ``fit``'s learning-rate schedule do
+        not apply, and ``batch_size='auto'`` is 256 (its value for ``fit`` on large data),
+        the call's rows cut into batches of about equal size. ``sigma^2`` is fitted to the
         residuals of about the last pass over the rows (as many rows as the distinct
-        training rows seen, at most 10,000), as ``fit`` fits it to an epoch's. LFP's
-        persistent chains cannot follow a row across calls: each row's chain starts from the
-        inference network in every call.
+        training rows seen, at most 10,000). LFP's chains start from the inference network
+        in every call.
 
-        Rows are held out of training by a key of their values (``validation_fraction`` of
-        them, each copy of a repeated row apart, at most 4,096 kept), so a row held out in
-        one pass over the blocks is held out in every pass; the held-out rows that set
-        ``offset_`` and the reference rows of the local scores are bounded samples of the
-        rows seen (:mod:`skflowgen.outlier`), recomputed at first use after each call. With
-        ``n_prior_components > 1``, ``sampling_flow_`` is fitted to the codes of those
-        rows at the first :meth:`sample` after a call.
+        The rows kept (held out of training where :attr:`_holds_out`, by a key of their
+        values, so that a row held out in one pass is held out in every pass; the reference
+        rows; see :mod:`skflowgen.outlier`) are bounded samples of the rows seen; what is
+        derived from them is recomputed at first use after each call, ``sampling_flow_``
+        at the first :meth:`sample`.
+
+        A call is all or nothing: where its epoch diverges (a non-finite loss) or is
+        interrupted, the estimator is left as before the call (weights, optimizer state,
+        kept rows, noise variance, ``offset_``, ``n_samples_seen_``), with a warning.
 
         Parameters
         ----------
@@ -235,21 +238,27 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         """
         self._validate_params()
         continuing = hasattr(self, "flow_")
+        before = self._snapshot()
         X, seeds, device = self._start_training(X, continuing)
-        if not continuing or "_row_samples" not in vars(self):
-            empty = (np.empty(0), np.empty((0, X.shape[1]), dtype=np.float32),
-                     np.empty(0, dtype=np.int64))
-            self._row_samples = {"seed": int(seeds[2]), "held": empty, "training": empty,
-                                 "residuals": None}
+        self.n_samples_seen_ = (self.n_samples_seen_ if continuing else 0) + len(X)
         # each call its own draws, the same for the same random_state and calls
         generator = torch_generator(np.random.SeedSequence(
             [int(seeds[1]), self.n_iter_]).generate_state(1)[0], device)
-        X_train = self._split_block(X)
-        if len(X_train):
-            self._train_epochs(self._to_device(X_train, device), None, generator, partial=True)
+        X_train = self._split_block(X, int(seeds[2]), fresh=not continuing)
+        try:
+            if len(X_train):
+                self._train_epochs(self._to_device(X_train, device), None, generator,
+                                   partial=True)
+        except (FloatingPointError, KeyboardInterrupt) as exc:
+            self._restore(before)
+            what = "was interrupted" if isinstance(exc, KeyboardInterrupt) else \
+                "diverged on this block (non-finite loss)"
+            warnings.warn(f"partial_fit {what}: the estimator is left as it was before the "
+                          "call.", RuntimeWarning, stacklevel=2)
+            return self
         samples = self._row_samples
         samples["residuals"] = samples.pop("pending residuals", samples["residuals"])
-        self._keep_rows(samples["training"][1])
+        self._keep_rows(*samples["training"][1:])
         vars(self).pop("sampling_flow_", None)  # fitted at the next sample(): not every call
         self._sampling_flow_pending = self._prior_components > 1
         return self
@@ -258,6 +267,9 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
         """Validate ``X`` (against the fitted model when ``continuing``), initialise a new
         model, move the networks to the device; return ``X``, three seeds and the device."""
         X = self._validate_input(X, reset=not continuing)
+        if not continuing and len(X) < 2:
+            raise ValueError(f"X has {len(X)} sample; at least 2 are needed to fit "
+                             "(n_samples = 1).")
         if continuing and self.n_estimators != self._n_members:
             raise ValueError(f"Continuing a fit (warm_start or partial_fit) trains the fitted "
                              f"{self._n_members} members; n_estimators={self.n_estimators} "
@@ -289,6 +301,11 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
 
     def _initialize(self, X, seed):
         n_features = X.shape[1]
+        unobserved = np.flatnonzero(np.isnan(X).all(axis=0))
+        if len(unobserved):  # as SimpleImputer, which drops them
+            warnings.warn(f"Features {unobserved.tolist()} have no observed value in X: the "
+                          "model learns nothing of them, and impute fills them with what the "
+                          "other features' codes decode to.", UserWarning, stacklevel=4)
         self.n_components_ = self._resolved_n_components(n_features)
         self._fit_feature_scaling(X)
         with warnings.catch_warnings():  # an all-NaN column has no variance: count it as 0
@@ -431,42 +448,3 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, TrainingMixin, DensityMixi
             return self._to_data(member_mean(self._decode(self._infer_latent(x, mask))))
         filled = self._apply(fill, X, data=True)
         return np.where(np.isnan(X), filled, X)
-
-    def sample(self, n_samples=1, random_state=None):
-        """Generate rows ``g(f^{-1}(u))``, ``u`` drawn from the flow's base density: that of
-        ``flow_``, ``N(0, I)``, or with ``n_prior_components > 1`` a component of
-        ``sampling_flow_``'s mixture; with
-        ``n_estimators > 1``, each row from a member drawn uniformly (the members' mixture).
-
-        Parameters
-        ----------
-        n_samples : int, default=1
-        random_state : int, RandomState instance or None, default=None
-            Seeds the private generator; None draws fresh samples each call.
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features_in_)
-        """
-        check_is_fitted(self)
-        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
-        device = self._device()
-        if vars(self).get("_sampling_flow_pending"):  # after partial_fit: from the kept rows
-            self._fit_sampling_flow(
-                self._to_device(self._row_samples["training"][1], device),
-                self._to_device(self._row_samples["held"][1], device),
-                torch_generator(self._inference_seed + self.n_iter_, device))
-        seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
-        generator = torch_generator(seed, "cpu")  # the same draws on any device
-        d = self.n_components_
-        u = torch.randn(n_samples, d, generator=generator)
-        member = torch.randint(self._n_members, (n_samples, 1), generator=generator)
-        component = torch.rand(n_samples, 1, generator=generator)  # picks a mixture's component
-        flow = vars(self).get("sampling_flow_", self.flow_)
-
-        def generate(rows):
-            x = self._decode(flow.draw(rows[:, :d], rows[:, d + 1]))
-            return self._to_data(x[rows[:, d].long(), torch.arange(len(rows), device=device)])
-        return self._apply(generate, torch.cat([u, member.float(), component], dim=1))
-

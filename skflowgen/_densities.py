@@ -36,9 +36,10 @@ class DensityMixin:
         return torch.cat([(sq * mask).mean(dim=1).flatten(), mask.float().mean(dim=0)])
 
     def _split_residual_stats(self, stats):
-        """``(mean_squared (n_members, p), observed (p,))`` from an epoch's ``stats``."""
-        p, m = self.n_features_in_, self._n_members
-        return stats[1:1 + m * p].reshape(m, p), stats[1 + m * p:1 + (m + 1) * p]
+        """``(mean_squared (n_members, p), observed (p,))`` from an epoch's ``stats``, which
+        start with the ``_loss_terms``."""
+        p, m, t = self.n_features_in_, self._n_members, len(self._loss_terms)
+        return stats[t:t + m * p].reshape(m, p), stats[t + m * p:t + (m + 1) * p]
 
     def _set_noise_variance(self, mean_squared, observed):
         """``sigma_j^2`` of each member = mean squared residual (n_members, p) over observed

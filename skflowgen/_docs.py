@@ -5,7 +5,7 @@ them, as citations of benchmarks/RESULTS.md sections; no figure is copied here.
 """
 
 from ._auto import _AUTO_MAX_ITER, _IMAGE_PRIOR_COMPONENTS, _IMAGE_ROWS_SEEN
-from ._training import _SAMPLING_TEMPERATURE
+from ._sampling import _SAMPLING_TEMPERATURE
 
 PRIOR_COMPONENTS_DOC = f"""\
     n_prior_components : int or 'auto', default='auto'
@@ -62,9 +62,22 @@ COMMON_PARAMETERS_DOC = """\
         cost grows with the draws (a decoder and flow pass each) and its variance
         shrinks. %(n_importance_samples_evidence)s
     contamination : float in (0, 0.5], default=0.1
-        Expected fraction of outliers: ``predict`` flags about this share of new rows
-        of the training distribution (``offset_``); with ``support_fraction=None`` it
+        Expected fraction of outliers: ``offset_`` is the ``100 * contamination``
+        percentile of the scores of the rows given to ``fit`` (``novelty=False``) or of
+        rows held out of training (``novelty=True``); with ``support_fraction=None`` it
         also sets which rows each training step learns from.
+    novelty : bool, default=False
+        What ``predict`` is calibrated for, with the meaning of
+        :class:`~sklearn.neighbors.LocalOutlierFactor`'s. False: to flag
+        ``contamination`` of the rows given to ``fit`` (:meth:`fit_predict`; every row
+        trains, unless ``early_stopping`` or ``n_prior_components > 1`` hold some out);
+        ``predict`` on new rows is available, but flags more than ``contamination`` of new
+        normal rows, which score lower than the rows the networks trained on. True: to
+        flag about ``contamination`` of *new* rows: ``validation_fraction`` of the rows
+        are held out of training and set ``offset_``; ``fit_predict`` is then unavailable.
+        Choose True to score new data later with ``predict``; the ranking of
+        ``score_samples`` is the same kind either way (benchmarks/RESULTS.md, "predict on
+        new rows", measures both). Set before ``fit``: a fitted model refuses a change.
     support_fraction : float in (0, 1] or None, default=%(support_fraction)r
         Trimmed maximum likelihood: each training step minimises the mean loss
         (negative log-likelihood) of the ``support_fraction`` share of its batch
@@ -126,20 +139,25 @@ COMMON_PARAMETERS_DOC = """\
         (%(table_score_method)r), whatever ``score_method`` says: the local scores
         need the training rows' codes, which exist only once training ends.
     validation_fraction : float in (0, 1), default=0.2
-        Fraction of the rows (at most 4,096) held out of training: ``offset_`` is the
-        ``100 * contamination`` percentile of their scores, the scores new rows get
-        (training rows score higher), and they are ``early_stopping``'s validation
-        rows. The share of new rows ``predict`` flags then strays from
-        ``contamination`` by about ``sqrt(c (1 - c) / n_held)`` with ``c = contamination``;
-        what holding rows out costs in ranking is measured in benchmarks/RESULTS.md,
-        "predict on new rows". Where it rounds to no
-        row, ``offset_`` comes from the training rows. With ``warm_start`` on the same
-        rows, keep an int ``random_state``: the same rows are held out again.
+        Fraction of the rows (at most 4,096) held out of training where something needs
+        them: ``novelty=True`` (``offset_`` is the ``100 * contamination`` percentile of
+        their scores, the scores new rows get), ``early_stopping`` (its validation rows)
+        and ``n_prior_components > 1`` (the sampling flow's early stopping); otherwise
+        every row trains. With ``novelty=True`` the share of new rows ``predict`` flags
+        strays from ``contamination`` by about ``sqrt(c (1 - c) / n_held)`` with
+        ``c = contamination``; where it rounds to no row, ``offset_`` comes from the
+        training rows. With ``warm_start`` on the same rows, keep an int
+        ``random_state``: the same rows are held out again.
     warm_start : bool, default=False
         Continue from the fitted networks and optimizer state on the next fit
         (``partial_fit`` always continues a fitted model).
     verbose : int, default=0
-        0 is silent; 1 prints one line per epoch.
+        0 is silent; 1 shows a fit's progress: after each epoch the mean loss and its terms
+        by name, per row (GLF: the reconstruction error and the flow's NLL of the codes,
+        which train separate networks, so that the NLL may grow while the autoencoder
+        spreads its codes; LFP: ``-log p(x | z)`` and ``-log p(z)`` at the inferred
+        latents), the time spent and an estimate of the time left: a progress bar where
+        ``tqdm`` is installed (the ``progress`` extra), a line an epoch otherwise.
     random_state : int, RandomState instance or None, default=None
         Seeds private :class:`torch.Generator` objects for initialisation,
         shuffling, Langevin noise and importance sampling. Torch's global RNG
@@ -166,11 +184,13 @@ COMMON_ATTRIBUTES_DOC = """\
         data's units, one row per member (a single row for one member: the shape does not
         depend on ``n_estimators``).
     offset_ : float
-        ``score_samples`` percentile at ``100 * contamination`` over the rows held out of
-        training (``validation_fraction``; with ``partial_fit``, a bounded sample of
-        them), for the current parameters: after
-        ``set_params`` of one that moves a score, recomputed at first use
-        (``skflowgen.outlier``).
+        ``score_samples`` percentile at ``100 * contamination`` over the rows given to
+        ``fit`` (``novelty=False``) or held out of training (``novelty=True``; with
+        ``partial_fit``, bounded samples of the rows seen), for the current parameters:
+        after ``set_params`` of one that moves a score, recomputed at first use, from
+        the 10,000 rows kept where ``fit`` had more (``skflowgen.outlier``).
+    n_samples_seen_ : int
+        Rows given to ``fit``, or to every ``partial_fit`` call since the first.
     n_iter_ : int
         Epochs run (completed epochs, if the fit was interrupted); each
         ``partial_fit`` call adds one.

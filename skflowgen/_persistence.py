@@ -11,7 +11,10 @@ from ._training import torch_generator
 _STATE_FORMAT = 4  # 4: held-out rows set offset_; derived state follows the parameters
 # parameters added within this state format, with the value that behaves as a pickle
 # written before them did
-_ADDED_PARAMETERS = {"n_prior_components": 1}
+_ADDED_PARAMETERS = {"n_prior_components": 1, "novelty": True}
+# fitted state added within this state format, as a pickle written before it behaves
+# (n_samples_seen_: unknown then, counted from 0)
+_ADDED_STATE = {"_fitted_novelty": True, "_reference_counts": None, "n_samples_seen_": 0}
 
 
 class PersistenceMixin:
@@ -40,7 +43,7 @@ class PersistenceMixin:
                              "of skflowgen; refit it with the installed version.")
         added = {name: value for name, value in _ADDED_PARAMETERS.items()
                  if name in self._get_param_names()}
-        super().__setstate__({**added, **state})
+        super().__setstate__({**added, **_ADDED_STATE, **state})
         try:
             saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
             generator = torch_generator(0, "cpu")

@@ -6,7 +6,9 @@ hook ``_prepare_rows`` (per-row state advanced ahead of the batches, such as LFP
 chains), ``_end_epoch`` and ``_convergence_loss``.
 """
 
+import copy
 import math
+import time
 import warnings
 
 import numpy as np
@@ -14,10 +16,6 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 _MAX_ROLLBACKS = 3
-# The sampling flow's mixture, fitted by maximum likelihood to the training codes, is narrower
-# than their distribution: the held-out codes' likelihood peaks with its covariances widened
-# by 1.05**2 to 1.3**2 (benchmarks/DEFAULTS.md, "Generating").
-_SAMPLING_TEMPERATURE = 1.1
 
 
 def adam(params, **kwargs):
@@ -44,6 +42,39 @@ def torch_generator(seed, device):
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
+class EpochProgress:
+    """What ``verbose`` shows of a fit: the loss's terms by name after each epoch, with the
+    time spent and an estimate of the time left (epochs left times the mean epoch so far);
+    a progress bar where ``tqdm`` is installed, a line an epoch otherwise. ``partial_fit``'s
+    one epoch a call prints a line."""
+
+    def __init__(self, total, partial=False):
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+        self.bar = None
+        if not partial:
+            try:
+                from tqdm.auto import tqdm
+                self.bar = tqdm(total=total, unit="epoch", desc="fit")
+            except ImportError:
+                pass
+
+    def update(self, epoch, values):
+        self.done += 1
+        shown = ", ".join(f"{name} = {value:.5g}" for name, value in values.items())
+        if self.bar is not None:
+            self.bar.set_postfix_str(shown, refresh=False)
+            self.bar.update()
+            return
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        print(f"Epoch {epoch}, {shown} ({elapsed:.1f} s"
+              + (f", about {left:.0f} s left)" if self.total > self.done else ")"), flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
 class TrainingMixin:
     """The epoch loop of :class:`~skflowgen._base.BaseLatentFlow`'s ``fit``."""
 
@@ -53,18 +84,23 @@ class TrainingMixin:
         An epoch counts as good when its loss and a scoring pass at its final weights are
         finite; otherwise the fit rolls back to the last good epoch and halves the learning
         rates, a bounded number of times. ``partial`` (``partial_fit``): one epoch at a
-        constant learning rate, without the convergence test.
+        constant learning rate, without the convergence test; a non-finite epoch raises
+        ``FloatingPointError`` and Ctrl-C goes through, for ``partial_fit`` to restore the
+        whole estimator.
         """
         best, no_improvement, rollbacks = np.inf, 0, 0
         good = best_state = self._state()
         tol = None if partial else self.tol
         max_iter = 1 if partial else self._resolved_max_iter(len(x_train))
+        progress = EpochProgress(max_iter, partial) if self.verbose else None
         try:
             for _ in range(max_iter):
                 rates = self._learning_rates()
                 # partial_fit: an epoch of the data's rows, of unknown number
                 stats = self._run_epoch(x_train, generator, None if partial else len(x_train))
                 if not np.all(np.isfinite(stats)):
+                    if partial:  # all or nothing: partial_fit restores the whole estimator
+                        raise FloatingPointError("non-finite loss")
                     rollbacks += 1
                     self._load_state(good)
                     if rollbacks > _MAX_ROLLBACKS:
@@ -84,17 +120,16 @@ class TrainingMixin:
                     for _, scheduler in self._optimizers:
                         scheduler.step()
                 self.n_iter_ += 1
-                self.loss_curve_.append(float(stats[0]))
+                terms = dict(zip(self._loss_terms, stats[:len(self._loss_terms)].tolist()))
+                self.loss_curve_.append(sum(terms.values()))
                 criterion = self._convergence_loss(stats)
                 if x_val is not None:
                     self.validation_scores_.append(float(self._score_rows(
                         x_val, data=False, method=self._table_score_method).mean()))
                     criterion = -self.validation_scores_[-1]
-                if self.verbose:
-                    line = f"Epoch {self.n_iter_}, loss = {self.loss_curve_[-1]:.6g}"
-                    if x_val is not None:
-                        line += f", validation score = {self.validation_scores_[-1]:.6g}"
-                    print(line)
+                    terms["validation score"] = self.validation_scores_[-1]
+                if progress is not None:
+                    progress.update(self.n_iter_, {"loss": self.loss_curve_[-1], **terms})
                 good = self._state()
                 if tol is not None:  # None: a fixed budget of max_iter epochs
                     improved = criterion < best - tol
@@ -109,13 +144,18 @@ class TrainingMixin:
                                   "converging; increase max_iter.", ConvergenceWarning,
                                   stacklevel=3)
         except KeyboardInterrupt:
+            if partial:
+                raise
             self._load_state(good)
             warnings.warn(f"Fit interrupted: keeping the weights of the last completed epoch "
                           f"(n_iter_={self.n_iter_}).", RuntimeWarning, stacklevel=3)
+        finally:
+            if progress is not None:
+                progress.close()
+            for name in self._module_names:
+                getattr(self, name).eval()
         if x_val is not None:
             self._load_state(best_state)
-        for name in self._module_names:
-            getattr(self, name).eval()
 
     _divergence_hint = ""
 
@@ -158,28 +198,6 @@ class TrainingMixin:
         shuffle: per-row state a model keeps (LFP's persistent chains) is advanced here,
         for many batches at once."""
 
-    def _fit_sampling_flow(self, x_train, x_held, generator):
-        """``n_prior_components > 1``: ``sampling_flow_``, a flow with a Gaussian-mixture
-        base fitted to the codes the final weights give the training rows, early-stopped on
-        the held-out rows' codes (:meth:`~skflowgen.flows.CouplingFlow.fit`), then each
-        component's covariance widened by ``_SAMPLING_TEMPERATURE**2``; the prior trained
-        with the model, ``flow_``, stays the prior of inference and of the scores. With 1
-        component, ``sample`` draws from ``flow_``."""
-        vars(self).pop("sampling_flow_", None)
-        vars(self).pop("_sampling_flow_pending", None)
-        if self._prior_components == 1:
-            return
-        z = torch.as_tensor(self._inferred_codes(x_train), dtype=torch.float32,
-                            device=x_train.device)
-        z_held = z[:, :0] if len(x_held) == 0 else torch.as_tensor(
-            self._inferred_codes(x_held), dtype=torch.float32, device=x_train.device)
-        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator,
-                                 device=generator.device))
-        flow = self._new_flow(torch_generator(seed, "cpu"), self._prior_components)
-        flow.to(x_train.device).fit(z, z_held, generator)
-        flow.base.widen(_SAMPLING_TEMPERATURE)
-        self.sampling_flow_ = flow.eval()
-
     def _optimize(self, *losses, optimizers=None):
         """One step of ``optimizers`` (default: every network's) on the sum of the trimmed
         means of the per-row ``losses`` (each (n_members, n), n free to differ): for each
@@ -203,9 +221,12 @@ class TrainingMixin:
             optimizer.step()
         return losses[0].detach().mean()
 
+    # the names of the terms of the loss (per row) that ``_train_step`` returns first
+    _loss_terms = ("loss",)
+
     def _convergence_loss(self, stats):
         """The epoch quantity whose stalling stops training: the mean loss."""
-        return float(stats[0])
+        return float(np.sum(stats[:len(self._loss_terms)]))
 
     def _end_epoch(self, stats, n_rows):
         """Refit each ``sigma_j^2`` by maximum likelihood from the epoch's residuals.
@@ -246,6 +267,21 @@ class TrainingMixin:
         groups = [g for optimizer, _ in self._optimizers for g in optimizer.param_groups]
         for group, rate in zip(groups, rates):
             group["lr"] = rate
+
+    def _snapshot(self):
+        """Everything a ``partial_fit`` call may change: the attributes (containers copied
+        one level: the call replaces their items) and the networks' and optimizers' state."""
+        attributes = {name: copy.copy(value) if isinstance(value, (dict, list)) else value
+                      for name, value in vars(self).items()}
+        return attributes, self._state() if "flow_" in attributes else None
+
+    def _restore(self, snapshot):
+        """Put the estimator back as :meth:`_snapshot` found it."""
+        attributes, state = snapshot
+        vars(self).clear()
+        vars(self).update(attributes)
+        if state is not None:
+            self._load_state(state)
 
     def _state(self):
         """A copy of everything training changes, for rollback."""

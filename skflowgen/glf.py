@@ -136,6 +136,9 @@ class GenerativeLatentFlow(BaseLatentFlow):
     """
 
     _network_names = ("encoder_", "decoder_", "flow_", "noise_")
+    # the loss's terms, per row: they train separate networks (with the stop-gradient), and
+    # the NLL grows as the autoencoder spreads the codes apart, whatever the flow learns
+    _loss_terms = ("reconstruction", "flow NLL of the codes")
     _fit_state = ("_codes", "_group_rows")
     _allow_nan = True
 
@@ -153,7 +156,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=4,
                  n_prior_components="auto", image_shape=None, reconstruction="mse", stop_gradient=True, beta=1.0,
                  feature_scaling="robust", covariance_type="diag", score_method="auto", n_importance_samples=128,
-                 contamination=0.1, support_fraction=1.0, n_estimators=5, max_iter="auto",
+                 contamination=0.1, novelty=False, support_fraction=1.0, n_estimators=5, max_iter="auto",
                  batch_size="auto",
                  learning_rate_init=1e-3, tol=None, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.2, warm_start=False, verbose=0, random_state=None,
@@ -164,7 +167,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
             image_shape=image_shape,
             feature_scaling=feature_scaling, covariance_type=covariance_type,
             score_method=score_method, n_importance_samples=n_importance_samples,
-            contamination=contamination, support_fraction=support_fraction,
+            contamination=contamination, novelty=novelty, support_fraction=support_fraction,
             n_estimators=n_estimators, max_iter=max_iter, batch_size=batch_size,
             learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
@@ -244,16 +247,21 @@ class GenerativeLatentFlow(BaseLatentFlow):
         x_hat = self.decoder_(z)
         recon = self._reconstruction_loss(x, x_hat, mask)
         if not self.stop_gradient:  # the NLL trains the encoder too
-            loss = self._optimize(self.beta * recon - self.flow_.log_prob(z))
+            recon, nll = self.beta * recon, -self.flow_.log_prob(z)
+            self._optimize(recon + nll)
+            nll = nll.detach().mean()
         else:
             self._codes.append(z.detach())
             if sum(codes.shape[1] for codes in self._codes) < self._group_rows:
                 autoencoder, _ = self._optimizers[0]
-                loss = self._optimize(recon, optimizers=[autoencoder])
+                self._optimize(recon, optimizers=[autoencoder])
+                nll = recon.new_zeros(())
             else:  # the group's last batch: the flow's step on all of its codes too
                 nll = -self.flow_.log_prob(torch.cat(self._codes, dim=1))
-                loss = self._optimize(recon, nll) + nll.detach().mean() * nll.shape[1] / len(x)
-        return torch.cat([loss[None], self._residual_stats(x, x_hat.detach(), mask)])
+                self._optimize(recon, nll)
+                nll = nll.detach().mean() * nll.shape[1] / len(x)  # the group's, per row here
+        terms = torch.stack([recon.detach().mean(), nll])
+        return torch.cat([terms, self._residual_stats(x, x_hat.detach(), mask)])
 
     def _convergence_loss(self, stats):
         """The reconstruction error (the members' mean): the flow's NLL moves with the codes
@@ -270,7 +278,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
             squared = (x - self._decode(self._infer_latent(x, mask))).square() * observed
             return torch.cat([squared.transpose(0, 1).flatten(1), observed], dim=1)
         total = sum(rows.sum(dim=0) for _, rows in self._stream(residuals, x_train))
-        self._fit_noise_variance(np.r_[0.0, (total / len(x_train)).cpu().numpy()],
+        self._fit_noise_variance(np.r_[np.zeros(len(self._loss_terms)),
+                                       (total / len(x_train)).cpu().numpy()],
                                  len(x_train))
 
     def _log_likelihood(self, x, x_hat, mask):

@@ -175,6 +175,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     """
 
     _network_names = ("generator_", "flow_", "noise_", "encoder_")
+    _loss_terms = ("-log p(x | z)", "-log p(z)")  # per row, at the inferred latents
     _fit_state = ("_chains", "_chain_steps")
     _allow_nan = True
     _divergence_hint = " or step_size"
@@ -197,7 +198,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
                  n_prior_components="auto", image_shape=None, sigma="auto", step_size=1.0, n_steps=10, persistent_steps=5,
                  inference_steps="auto", chain_init="encoder",
                  feature_scaling="robust", covariance_type="spherical", score_method="auto", n_importance_samples=8,
-                 contamination=0.1, support_fraction=None, n_estimators=1, max_iter="auto",
+                 contamination=0.1, novelty=False, support_fraction=None, n_estimators=1, max_iter="auto",
                  batch_size="auto",
                  learning_rate_init=4e-4, tol=None, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.2, warm_start=False, verbose=0, random_state=None,
@@ -208,7 +209,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
             image_shape=image_shape,
             feature_scaling=feature_scaling, covariance_type=covariance_type,
             score_method=score_method, n_importance_samples=n_importance_samples,
-            contamination=contamination, support_fraction=support_fraction,
+            contamination=contamination, novelty=novelty, support_fraction=support_fraction,
             n_estimators=n_estimators, max_iter=max_iter, batch_size=batch_size,
             learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
@@ -322,8 +323,9 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         log_likelihood = self._log_likelihood(x, x_hat, mask)          # trains g
         log_prior = self.flow_.log_prob(z)                               # trains the flow
         code_error = (self.encoder_(x) - z).square().sum(dim=-1)         # trains the encoder
-        loss = self._optimize(-(log_likelihood + log_prior), code_error)
-        return torch.cat([loss[None], self._residual_stats(x, x_hat.detach(), mask)])
+        self._optimize(-(log_likelihood + log_prior), code_error)
+        terms = torch.stack([-log_likelihood.detach().mean(), -log_prior.detach().mean()])
+        return torch.cat([terms, self._residual_stats(x, x_hat.detach(), mask)])
 
     def _decode(self, z):
         return self.generator_(z)

@@ -1,27 +1,35 @@
 """What turns a fitted latent-flow model into a detector: the rows it keeps, the codes of its
-training rows, the offset, and ``decision_function`` / ``predict``.
+training rows, the offset, and ``decision_function`` / ``predict`` / ``fit_predict``.
 
-A fitted model keeps two sets of rows, in the data's units:
+``novelty`` says which rows a fitted model keeps, in the data's units (as in
+:class:`~sklearn.neighbors.LocalOutlierFactor`):
 
-- the *held-out rows*: ``validation_fraction`` of the rows given to ``fit`` (at most
-  4,096), set aside before training and never trained on. ``offset_`` is the
-  ``100 * contamination`` percentile of their scores: a new row of the training distribution
-  gets such a score, where a training row scores higher than a new one (the networks fit
-  their own rows better, and a training row is its own nearest code). So ``predict`` flags
-  about ``contamination`` of new normal rows, as split-conformal calibration guarantees for
-  exchangeable rows (Vovk et al. 2005; Bates et al., Ann. Statist. 2023). With early stopping
-  they are the validation rows too.
-- the *reference rows*: the held-out rows, then random training rows, up to 10,000 in all,
-  whose codes the local scores (``'knn'``, ``'lof'``) compare a new row's code with. To set
-  the offset, the held-out rows are scored in two folds (alternate rows), each against the
-  reference rows without its own fold: as new rows, never their own neighbours. (Leaving
-  out the row alone is not enough for LOF, whose neighbours' densities then count the row
-  itself: on a dense manifold it flagged far more new rows than ``contamination``.) The
-  held-out codes among the references ranked held-out digits of ``load_digits`` higher than
-  training codes in their place did.
+- ``novelty=False`` (default): the *reference rows* are the rows given to ``fit`` (a random
+  10,000 of them where there are more), and ``offset_`` is the ``100 * contamination``
+  percentile of the scores of every row given to ``fit``, computed as ``predict`` computes
+  them, so ``fit_predict(X)`` equals ``fit(X).predict(X)`` and flags that share of ``X``.
+- ``novelty=True``: the *held-out rows*, ``validation_fraction`` of the rows given to
+  ``fit`` (at most 4,096), are set aside before training and never trained on.
+  ``offset_`` is the ``100 * contamination`` percentile of their scores: a new row of the
+  training distribution gets such a score, where a training row scores higher than a new
+  one (the networks fit their own rows better). So ``predict`` flags about
+  ``contamination`` of new normal rows, as split-conformal calibration guarantees for
+  exchangeable rows (Vovk et al. 2005; Bates et al., Ann. Statist. 2023). The reference
+  rows are the held-out rows, then random training rows, up to 10,000 in all. To set the
+  offset, the held-out rows are scored in two folds (alternate rows), each against the
+  reference rows without its own fold: as new rows. (Leaving out the row alone is not
+  enough for LOF, whose neighbours' densities then count the row itself: on a dense
+  manifold it flagged far more new rows than ``contamination``.)
+
+The local scores (``'knn'``, ``'lof'``) compare a row's code with the codes of the reference
+rows, and a row is never its own neighbour: the first reference code equal to the row's
+own, the row's copy where the row is a reference row, is left out of its neighbours
+(:func:`nearest`), in ``fit`` and in ``predict`` alike. A new row that repeats a kept row
+is so scored as that row is; the other copies of a repeated row stay its neighbours.
 
 ``partial_fit`` sees its rows a block at a time, and the same rows again on each pass over
-them, so it chooses both sets by a key of each row's values (:func:`row_keys`): a row is held
+them, so it chooses its rows by a key of each row's values (:func:`row_keys`): where rows are
+held out (``novelty=True`` and the other uses of ``validation_fraction``), a row is held
 out where its first key is below ``validation_fraction`` and among the ``_HELD_OUT_ROWS``
 smallest of those seen, so it is never trained on in any pass; the reference rows are the
 training rows of smallest second key. Keeping the rows of smallest key (a bottom-k sample) is
@@ -30,7 +38,8 @@ the blocks and their order. The copies of a repeated row get keys of their own (
 counts the equal rows before it in its block), so ``validation_fraction`` of them are held
 out, as in ``fit`` (when one key held all copies of a row that is 30% of mammography's, new
 rows, a third of them copies of training rows, were flagged at 6%, not 10%); a kept row
-counts in the percentile as often as it was seen.
+counts in the percentile as often as it was seen. Without ``novelty``, the reference rows
+(that sample of the training rows) set the offset, each weighted by the times it was seen.
 
 Everything derived from these rows (the reference codes, LOF's fitted part, the offset) is
 recomputed at first use after ``set_params`` of any parameter that moves a score: every
@@ -40,6 +49,7 @@ No stale value is served, and a parameter added later invalidates by default.
 
 import numpy as np
 import torch
+from sklearn.utils.metaestimators import available_if
 
 _HELD_OUT_ROWS = 4096  # most rows held out of training: a percentile within about 0.005
 _REFERENCE_ROWS = 10_000  # training rows whose codes the local scores compare a code with
@@ -101,10 +111,13 @@ def percentile(values, q, weights=None):
 
 def nearest(z, reference, k):
     """Distances and indices of the ``k`` nearest ``reference`` codes (n_members, m, d) of
-    each latent of ``z`` (n_members, n, d), nearest first. Rows are processed in blocks of a
-    multiple of 16 holding about ``_DISTANCES_MEMORY`` bytes of distances, each member's by a
-    plain 2-D product: a batched product rounds differently with the number of rows, and a
-    row's score must not depend on its batch."""
+    each latent of ``z`` (n_members, n, d), nearest first, ``k <= m``. A row is not its own
+    neighbour: of the ``k + 1`` nearest, the first reference code equal to the row's own
+    (its copy, when the row is a kept row) is left out, else the farthest (with ``k = m``,
+    none is). Rows are processed
+    in blocks of a multiple of 16 holding about ``_DISTANCES_MEMORY`` bytes of distances,
+    each member's by a plain 2-D product: a batched product rounds differently with the
+    number of rows, and a row's score must not depend on its batch."""
     members, m, _ = reference.shape
     block = max(16, _DISTANCES_MEMORY // (4 * members * m) // 16 * 16)
     squared_ref = reference.square().sum(dim=-1)[:, None, :]
@@ -112,7 +125,14 @@ def nearest(z, reference, k):
     for zb in z.split(block, dim=1):
         products = torch.stack([zm @ rm.T for zm, rm in zip(zb, reference)])
         squared = zb.square().sum(dim=-1, keepdim=True) + squared_ref - 2 * products
-        values, index = torch.topk(squared, k, dim=-1, largest=False)
+        values, index = torch.topk(squared, min(k + 1, m), dim=-1, largest=False)
+        if k < m:
+            candidates = torch.gather(reference, 1, index.flatten(1)[..., None].expand(
+                -1, -1, reference.shape[-1])).view(*index.shape, -1)
+            own = (candidates == zb[:, :, None, :]).all(dim=-1)
+            own[..., -1] |= ~own.any(dim=-1)  # no copy among them: the farthest goes
+            keep = ~(own & (own.cumsum(dim=-1) == 1))  # the first copy alone is left out
+            values, index = (t[keep].view(*t.shape[:2], k) for t in (values, index))
         distances.append(values.clamp_min(0).sqrt())
         indices.append(index)
     return torch.cat(distances, dim=1), torch.cat(indices, dim=1)
@@ -120,9 +140,8 @@ def nearest(z, reference, k):
 
 def lof_fit(reference, k):
     """LOF's fitted part: each reference code's k-distance and local reachability density
-    among the other codes (itself left out), shapes (n_members, m)."""
-    distances, index = nearest(reference, reference, k + 1)
-    distances, index = distances[..., 1:], index[..., 1:]  # the nearest is the code itself
+    among the other codes (itself left out by :func:`nearest`), shapes (n_members, m)."""
+    distances, index = nearest(reference, reference, k)
     k_distance = distances[..., -1]
     reach = torch.maximum(distances, torch.gather(k_distance, 1, index.flatten(1))
                           .view_as(index))
@@ -133,67 +152,94 @@ class DetectorMixin:
     """The outlier API of :class:`~skflowgen._base.BaseLatentFlow` (as
     :class:`~sklearn.covariance.EllipticEnvelope`), with the state it keeps."""
 
-    # Parameters that act on training alone: set on a fitted model, they change no score.
+    # Parameters that act on training alone: set on a fitted model, they change no score
+    # (novelty decides which rows train and calibrate: offset_ refuses a change of it).
     _training_parameters = frozenset({
         "n_components", "hidden_layer_sizes", "n_flow_blocks", "n_prior_components",
         "feature_scaling",
         "covariance_type", "support_fraction", "n_estimators", "max_iter", "batch_size",
         "learning_rate_init", "tol", "n_iter_no_change", "early_stopping",
-        "validation_fraction", "warm_start", "verbose", "random_state", "device"})
+        "validation_fraction", "novelty", "warm_start", "verbose", "random_state", "device"})
 
-    def _scoring_key(self, codes_only=False):
-        """The parameters a score depends on (``codes_only``: those the codes depend on), as
-        a comparable value."""
-        skip = self._training_parameters | (_SCORE_ONLY if codes_only else frozenset())
+    def _scoring_key(self, codes_only=False, ignore=()):
+        """The parameters a score depends on (``codes_only``: those the codes depend on),
+        less ``ignore``, as a comparable value."""
+        skip = self._training_parameters | (_SCORE_ONLY if codes_only else frozenset()) \
+            | frozenset(ignore)
         return tuple((name, repr(value)) for name, value in
                      sorted(self.get_params(deep=False).items()) if name not in skip)
 
+    @property
+    def _holds_out(self):
+        """Whether training holds rows out: for ``novelty``'s offset, ``early_stopping``'s
+        validation, or the early stopping of the sampling flow (``n_prior_components > 1``)."""
+        return self.novelty or self.early_stopping or self._prior_components > 1
+
     def _split_held_out(self, X, generator):
-        """``fit``'s split: set ``validation_fraction`` of the rows (at most
-        ``_HELD_OUT_ROWS``) drawn at random aside as ``_held_out_rows``, none where that
-        rounds to no row or leaves none to train on (then ``offset_`` comes from the training
-        rows), which ``early_stopping`` refuses; return the rows to train on."""
-        n_held = min(int(round(self.validation_fraction * len(X))), _HELD_OUT_ROWS)
-        if n_held < 1 or n_held >= len(X):
-            if self.early_stopping:
-                raise ValueError(f"validation_fraction={self.validation_fraction} leaves no "
-                                 f"rows to train or to validate on with {len(X)} samples.")
-            n_held = 0
+        """``fit``'s split: where :attr:`_holds_out`, set ``validation_fraction`` of the rows
+        (at most ``_HELD_OUT_ROWS``) drawn at random aside as ``_held_out_rows``, none where
+        that rounds to no row or leaves none to train on (then a ``novelty`` offset comes
+        from the training rows), which ``early_stopping`` refuses; return the rows to train
+        on."""
+        n_held = min(int(round(self.validation_fraction * len(X))), _HELD_OUT_ROWS) \
+            if self._holds_out else 0
+        if (n_held < 1 or n_held >= len(X)) and self.early_stopping:
+            raise ValueError(f"validation_fraction={self.validation_fraction} leaves no "
+                             f"rows to train or to validate on with {len(X)} samples.")
+        n_held = n_held if 0 < n_held < len(X) else 0
         order = torch.randperm(len(X), generator=generator, device=generator.device).cpu()
         held = np.sort(order[:n_held].numpy())
         self._held_out_rows, self._held_out_counts = X[held], None
         return np.delete(X, held, axis=0)
 
-    def _sample_rows(self, X_train, seed):
-        """``fit``'s reference sample: random training rows, in their order, enough to make
-        ``_REFERENCE_ROWS`` with the held-out rows."""
-        order = np.random.RandomState(seed).permutation(len(X_train))
-        return X_train[np.sort(order[:max(0, _REFERENCE_ROWS - len(self._held_out_rows))])]
+    def _sample_rows(self, X, seed):
+        """``fit``'s reference sample of ``X``, random rows in their order: with ``novelty``,
+        of the training rows, enough to make ``_REFERENCE_ROWS`` with the held-out rows;
+        without, of all the rows given to ``fit`` (all of them up to ``_REFERENCE_ROWS``)."""
+        n_kept = _REFERENCE_ROWS - (len(self._held_out_rows) if self.novelty else 0)
+        return X[np.sort(np.random.RandomState(seed).permutation(len(X))[:max(0, n_kept)])]
 
-    def _split_block(self, X):
-        """``partial_fit``'s split of ``X``: update the bottom-k samples of held-out and of
-        training rows (see the module docstring) and return the rows to train on."""
+    def _split_block(self, X, seed, fresh=False):
+        """``partial_fit``'s split of ``X``: update the bottom-k samples of held-out rows
+        (where :attr:`_holds_out`) and of training rows (see the module docstring; empty
+        ones, keyed by ``seed``, on a ``fresh`` model or after ``fit``) and return the rows
+        to train on."""
+        if fresh or "_row_samples" not in vars(self):
+            empty = (np.empty(0), np.empty((0, X.shape[1]), dtype=np.float32),
+                     np.empty(0, dtype=np.int64))
+            self._row_samples = {"seed": seed, "held": empty, "training": empty,
+                                 "residuals": None}
         state = self._row_samples
         first, second = row_keys(X, state["seed"])
         keys = state["held"][0]
         largest = keys[-1] if len(keys) >= _HELD_OUT_ROWS else np.inf
-        held = (first < self.validation_fraction) & (first <= largest)
+        held = (first < self.validation_fraction) & (first <= largest) & self._holds_out
         state["held"] = bottom_k(state["held"], first[held], X[held], _HELD_OUT_ROWS)
         state["training"] = bottom_k(state["training"], second[~held], X[~held],
                                      _REFERENCE_ROWS)
         self._held_out_rows, self._held_out_counts = state["held"][1:]
         return X[~held]
 
-    def _keep_rows(self, sample):
-        """Keep the reference rows (the held-out rows, then ``sample``, training rows, up to
-        ``_REFERENCE_ROWS`` in all; without held-out rows, ``sample`` is both) and drop what
-        was derived from earlier ones."""
-        held = np.asarray(self._held_out_rows, dtype=np.float32)
-        sample = np.asarray(sample[:max(0, _REFERENCE_ROWS - len(held))], dtype=np.float32)
-        self._held_out_rows = held if len(held) else sample
-        if not len(held):
-            self._held_out_counts = None
-        self._reference_rows = np.concatenate([held, sample]) if len(held) else sample
+    def _keep_rows(self, sample, counts=None):
+        """Keep the rows a fitted detector scores against, and drop what was derived from
+        earlier ones. ``sample``: rows ``fit`` was given (``novelty=False``) or trained on,
+        each seen ``counts`` times (None: once).
+
+        - ``novelty=True``: the reference rows are the held-out rows, then ``sample``, up to
+          ``_REFERENCE_ROWS`` in all; the held-out rows calibrate ``offset_`` (``sample``
+          where none were held out).
+        - ``novelty=False``: ``sample`` is the reference and calibrates ``offset_``."""
+        self._fitted_novelty = self.novelty
+        self._held_out_rows = np.asarray(self._held_out_rows, dtype=np.float32)
+        sample = np.asarray(sample, dtype=np.float32)
+        if self.novelty and len(self._held_out_rows):
+            sample = sample[:max(0, _REFERENCE_ROWS - len(self._held_out_rows))]
+            self._reference_rows = np.concatenate([self._held_out_rows, sample])
+            self._reference_counts = None
+        else:
+            self._reference_rows, self._reference_counts = sample[:_REFERENCE_ROWS], counts
+            if self.novelty:  # nothing held out: the training rows calibrate
+                self._held_out_rows, self._held_out_counts = self._reference_rows, counts
         self._derived_state = {}
 
     def _derived(self, name, key, compute):
@@ -228,18 +274,32 @@ class DetectorMixin:
         fitted = self._derived(("lof", fold), (self._scoring_key(codes_only=True), k), fit)
         return tuple(torch.as_tensor(a, device=device) for a in fitted)
 
+    def _calibration_scores(self):
+        """``novelty=False``: the scores of the rows given to ``fit`` (kept from ``fit``) or,
+        after ``set_params`` of a parameter that moves them, of the reference rows, with the
+        times each row was seen: ``(scores, weights)``."""
+        return self._derived("calibration", self._scoring_key(ignore={"contamination"}),
+                             lambda: (self._score_rows(self._reference_rows),
+                                      self._reference_counts))
+
     @property
     def offset_(self):
-        """Threshold of :meth:`decision_function`: the ``100 * contamination`` percentile of
-        the held-out rows' ``score_samples``, each fold of them against the reference codes of
-        the other rows, for the current parameters (recomputed at first use after
-        ``set_params`` of one that moves a score)."""
-        if "_held_out_rows" not in self.__dict__:
+        """Threshold of :meth:`decision_function`, for the current parameters (recomputed at
+        first use after ``set_params`` of one that moves a score): the ``100 *
+        contamination`` percentile of the ``score_samples`` of the rows given to ``fit``
+        (``novelty=False``), or of the held-out rows, each fold of them against the
+        reference codes of the other rows (``novelty=True``)."""
+        if "_reference_rows" not in self.__dict__:
             raise AttributeError(f"This {type(self).__name__} is not fitted: no offset_.")
-
-        counts = vars(self).get("_held_out_counts")  # None: each row once
+        if self.novelty != self._fitted_novelty:
+            raise ValueError(f"This {type(self).__name__} was fitted with "
+                             f"novelty={self._fitted_novelty}, which decides the rows that "
+                             f"train and set offset_; fit it again with novelty={self.novelty}.")
 
         def compute():
+            if not self.novelty:
+                scores, weights = self._calibration_scores()
+                return percentile(scores, 100 * self.contamination, weights)
             scores = []
             for fold in (0, 1):
                 rows = self._held_out_rows[fold::2]
@@ -248,9 +308,43 @@ class DetectorMixin:
                     scores.extend(self._score_rows(rows) if len(rows) else [])
                 finally:
                     del self._scoring_fold
+            counts = self._held_out_counts  # None: each row once
             weights = None if counts is None else np.r_[counts[0::2], counts[1::2]]
             return percentile(scores, 100 * self.contamination, weights)
         return self._derived("offset", self._scoring_key(), compute)
+
+    def _fit_offset(self, X):
+        """After ``fit``: without ``novelty``, keep the scores of ``X`` (the rows it was given,
+        all of them, where the reference rows are a sample); then ``offset_``."""
+        if not self.novelty:
+            self._derived("calibration", self._scoring_key(ignore={"contamination"}),
+                          lambda: (self._score_rows(X), None))
+        return self.offset_
+
+    def _no_novelty(self):
+        if self.novelty:
+            raise AttributeError("fit_predict is not available with novelty=True: offset_ "
+                                 "then comes from rows held out of training. Use "
+                                 "novelty=False to flag the rows given to fit.")
+        return True
+
+    @available_if(_no_novelty)
+    def fit_predict(self, X, y=None):
+        """Fit, then flag the rows of ``X`` (``novelty=False`` only): ``fit(X).predict(X)``,
+        scoring ``X`` once. ``contamination`` of the rows are flagged (ties aside).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            +1 for inliers, -1 for outliers.
+        """
+        scores, _ = self.fit(X)._calibration_scores()
+        return np.where(scores < self.offset_, -1, 1)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for outliers.
@@ -266,9 +360,11 @@ class DetectorMixin:
         return self.score_samples(X) - self.offset_
 
     def predict(self, X):
-        """+1 for inliers, -1 for outliers (``decision_function < 0``): about
-        ``contamination`` of new rows of the training distribution are flagged. The
-        training rows themselves score higher than new rows, so fewer of them are.
+        """+1 for inliers, -1 for outliers (``decision_function < 0``). With
+        ``novelty=False``, ``contamination`` of the rows given to ``fit`` are flagged (as
+        :meth:`fit_predict` flags them); new rows score lower than the rows the networks
+        trained on, so more of them are. With ``novelty=True``, about ``contamination`` of
+        new rows of the training distribution are, and fewer of the training rows.
 
         Parameters
         ----------

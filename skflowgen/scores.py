@@ -89,7 +89,7 @@ def knn(model, x, mask, z, draws):
     """``log p_knn(z~)`` among the codes of the training rows the model keeps."""
     reference = model._training_codes(z.device)
     members, m, d = reference.shape
-    k = min(N_NEIGHBORS, m)
+    k = max(1, min(N_NEIGHBORS, m - 1))
     radius = nearest(z, reference, k)[0][..., -1].clamp_min(1e-30)
     log_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
     return math.log(k) - math.log(m) - log_ball - d * torch.log(radius)
@@ -99,7 +99,7 @@ def lof(model, x, mask, z, draws):
     """Minus the local outlier factor of ``z~`` among the kept training codes: the mean
     ratio of its ``N_NEIGHBORS`` nearest codes' local reachability density to its own."""
     reference = model._training_codes(z.device)
-    k = min(N_NEIGHBORS, reference.shape[1] - 1)
+    k = max(1, min(N_NEIGHBORS, reference.shape[1] - 1))
     k_distance, density = model._lof_fit(k, z.device)
     distances, index = nearest(z, reference, k)
     flat = index.flatten(1)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import THREADS
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
@@ -51,7 +53,7 @@ def test_every_example_is_listed():
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_example_runs_in_quick_mode(script, tmp_path):
     env = {**os.environ, "SKFLOWGEN_QUICK": "1", "MPLBACKEND": "Agg",
-           "OMP_NUM_THREADS": "1",  # tiny networks: one thread is fastest (as in conftest.py)
+           "OMP_NUM_THREADS": str(THREADS),  # tiny networks: one is fastest (conftest.py)
            # the package from this checkout, installed or not
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                        os.environ.get("PYTHONPATH")]))}

@@ -166,7 +166,7 @@ def test_persistent_chains_start_once_then_resume_with_fewer_steps(monkeypatch, 
     calls = _record_chains(monkeypatch, noisy=True)
     monkeypatch.setattr(lfp_module, "_CHAIN_ROWS", 40)  # two batches of 16 (not three)
     starts = _record_starts(monkeypatch)
-    X = blob[:100]  # 80 training rows: a fifth is held out
+    X = blob[:80]  # 80 training rows: every row trains
     model = LangevinFlowPriorGenerator(n_steps=6, persistent_steps=2, max_iter=3,
                                        chain_init=chain_init, random_state=0,
                                        **{**TINY, "batch_size": 16})

@@ -61,8 +61,8 @@ def test_knn_score_is_the_knn_log_density_of_the_code_among_training_codes(monke
     monkeypatch.setattr(outlier, "_REFERENCE_ROWS", 120)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = CLASSES[est](n_estimators=2, max_iter=2, score_method="knn", random_state=0,
-                             **TINY).fit(blob)
+        model = CLASSES[est](n_estimators=2, max_iter=2, score_method="knn", novelty=True,
+                             random_state=0, **TINY).fit(blob)
     kept = model._reference_rows
     assert kept.shape == (120, blob.shape[1])  # the 40 held-out rows, 80 training rows
     np.testing.assert_array_equal(kept[:40], model._held_out_rows)
@@ -83,17 +83,20 @@ def test_knn_score_is_the_knn_log_density_of_the_code_among_training_codes(monke
 def test_lof_score_is_local_outlier_factor_of_the_code_among_training_codes(fitted, blob, est):
     """``score_method='lof'`` equals scikit-learn's ``LocalOutlierFactor(novelty=True,
     n_neighbors=5).score_samples`` on the codes of the kept training rows (each member's,
-    averaged)."""
+    averaged) for new rows, and its ``negative_outlier_factor_`` for the rows given to
+    ``fit`` (which leaves the row itself out of its neighbours)."""
     from sklearn.neighbors import LocalOutlierFactor
     model = fitted(est)
     d = model.n_components_
     reference = model.transform(model._reference_rows)
+    np.testing.assert_array_equal(model._reference_rows, blob.astype(np.float32))
     test = np.r_[blob[:7] + 0.5, blob[:3]]
     codes = model.transform(test)
-    expected = np.mean([LocalOutlierFactor(n_neighbors=5, novelty=True)
-                        .fit(reference[:, m * d:(m + 1) * d])
-                        .score_samples(codes[:, m * d:(m + 1) * d])
-                        for m in range(model.n_estimators)], axis=0)
+    members = [LocalOutlierFactor(n_neighbors=5, novelty=True)
+               .fit(reference[:, m * d:(m + 1) * d]) for m in range(model.n_estimators)]
+    expected = np.mean([lof.score_samples(codes[:7, m * d:(m + 1) * d]).tolist()
+                        + lof.negative_outlier_factor_[:3].tolist()
+                        for m, lof in enumerate(members)], axis=0)
     method = model.score_method
     try:
         model.set_params(score_method="lof")
@@ -125,14 +128,16 @@ def test_auto_score_is_lof_for_images_and_the_table_default_otherwise(digits01, 
 
 @pytest.mark.parametrize("est", CLASSES)
 @pytest.mark.parametrize("n_rows, image_shape, batch", [
-    (100, None, 16),            # 80 training rows // 10 = 8: the floor of 16
-    (4000, None, 256),          # 3,200 // 10 = 320: the cap of 256
-    (640, None, 51),            # 512 // 10: ten steps an epoch on tables
-    (1000, (1, 8, 8), 25)])     # 800 // 32: 32 steps an epoch with image_shape
+    (100, None, 16),            # 100 training rows // 10 = 10: the floor of 16
+    (4000, None, 256),          # 4,000 // 10 = 400: the cap of 256
+    (640, None, 64),            # 640 // 10: ten steps an epoch on tables
+    (1000, (1, 8, 8), 25)])     # 800 // 32: 32 steps an epoch with image_shape (and 20
+                                # sampling-flow components, whose early stopping holds out)
 def test_auto_batch_size_trains_on_its_rule(digits01, est, n_rows, image_shape, batch):
     """``batch_size='auto'``: ``min(256, max(16, n // 10))`` training rows a batch on tables,
     ``n // 32`` with ``image_shape``, read from the optimizers' step counts after one epoch
-    (the training rows are those not held out)."""
+    (the training rows are those not held out: all of them on tables, where nothing needs
+    rows held out)."""
     X = np.tile(digits01[0], (3, 1))[:n_rows]
     model = CLASSES[est](image_shape=image_shape, max_iter=1, n_components=4, n_estimators=1,
                          hidden_layer_sizes=(8,), n_flow_blocks=1, random_state=0,

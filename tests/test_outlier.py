@@ -1,6 +1,8 @@
-"""The outlier API: ``predict`` flags about ``contamination`` of new rows of the training
-distribution, for every score and after ``set_params`` of every parameter that moves a
-score; what is derived from the kept rows never goes stale."""
+"""The outlier API: with ``novelty=False`` (the default) ``fit_predict`` and ``predict`` flag
+``contamination`` of the rows given to ``fit``; with ``novelty=True`` ``predict`` flags about
+``contamination`` of new rows of the training distribution, for every score and after
+``set_params`` of every parameter that moves a score; what is derived from the kept rows
+never goes stale, and a row is never its own neighbour."""
 
 import math
 import warnings
@@ -20,7 +22,8 @@ CLASSES = {"GLF": GenerativeLatentFlow, "LFP": LangevinFlowPriorGenerator}
 TOLERANCE = 0.05
 # 1,500 held-out rows and 3,000 new ones: the share flagged has a standard deviation of about
 # 0.01 around contamination, a fifth of the tolerance
-SETTINGS = dict(max_iter=5, n_estimators=1, validation_fraction=0.5, random_state=0, **TINY)
+SETTINGS = dict(max_iter=5, n_estimators=1, validation_fraction=0.5, novelty=True,
+                random_state=0, **TINY)
 
 
 def fit_quietly(model, X):
@@ -156,8 +159,8 @@ def test_image_inference_follows_n_steps(digits01):
     """On images ``inference_steps='auto'`` is ``n_steps``: changing it on a fitted model
     changes the codes, and the kept codes and offset follow."""
     model = fit_quietly(LangevinFlowPriorGenerator(
-        4, image_shape=(1, 8, 8), n_steps=3, max_iter=1, random_state=0, **TINY),
-        digits01[0][:200])
+        4, image_shape=(1, 8, 8), n_steps=3, max_iter=1, novelty=True, random_state=0,
+        **TINY), digits01[0][:200])
     codes = model.transform(model._reference_rows)
     model.set_params(n_steps=12)
     assert not np.array_equal(model.transform(model._reference_rows), codes)
@@ -176,6 +179,7 @@ ALTERNATIVES = {
     "verbose": [1], "random_state": [5], "device": [DEVICE + ":0" if ":" not in DEVICE
                                                     else DEVICE.split(":")[0]],
     "stop_gradient": [False], "beta": [3.0], "sigma": [0.1], "persistent_steps": [None],
+    "novelty": [True],  # refused on a fitted model: test_a_change_of_novelty_after_fit_...
 }
 
 
@@ -188,7 +192,7 @@ def test_training_parameters_change_no_score(blob, est):
     model = fit_quietly(CLASSES[est](max_iter=2, random_state=0, **TINY), blob)
     assert model._training_parameters <= set(ALTERNATIVES)
     expected = (model.score_samples(blob), model.transform(blob), model.offset_)
-    for parameter in model._training_parameters:
+    for parameter in model._training_parameters - {"novelty"}:
         current = model.get_params()[parameter]
         model.set_params(**{parameter: next(v for v in ALTERNATIVES[parameter]
                                             if v != current)})
@@ -199,7 +203,8 @@ def test_training_parameters_change_no_score(blob, est):
 
 @pytest.mark.parametrize("est", CLASSES)
 def test_held_out_rows_are_never_trained_on(monkeypatch, blob, est):
-    """``validation_fraction`` of the rows is set aside before training: no training step sees
+    """With ``novelty=True``, ``validation_fraction`` of the rows is set aside before
+    training: no training step sees
     one, every other row is trained on, the local scores' reference rows are the held-out
     rows followed by training rows, and ``offset_`` is the ``contamination`` percentile of the
     held-out rows' scores."""
@@ -212,7 +217,7 @@ def test_held_out_rows_are_never_trained_on(monkeypatch, blob, est):
         return original(model, x, *args)
     monkeypatch.setattr(cls, "_train_step", step)
     model = fit_quietly(cls(max_iter=1, feature_scaling=None, validation_fraction=0.25,
-                            random_state=0, **TINY), blob)
+                            novelty=True, random_state=0, **TINY), blob)
     rows = {tuple(r) for r in blob.astype(np.float32)}
     trained = {tuple(r) for r in torch.cat(seen).numpy()}
     held = {tuple(r) for r in model._held_out_rows}
@@ -247,3 +252,113 @@ def test_early_stopping_on_images_validates_on_the_held_out_likelihood(monkeypat
         np.testing.assert_array_equal(rows, model._held_out_rows)  # images: no scaling
     labels = model.predict(digits01[0][300:400])
     assert set(np.unique(labels)) <= {-1, 1} and (labels == 1).any()
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_a_change_of_novelty_after_fit_is_refused(blob, est):
+    """``novelty`` decides which rows train and set ``offset_``: a fitted model says so
+    rather than serve an offset calibrated for the other meaning."""
+    model = fit_quietly(CLASSES[est](max_iter=2, random_state=0, **TINY), blob)
+    model.set_params(novelty=True)
+    with pytest.raises(ValueError, match="fitted with novelty=False"):
+        model.predict(blob)
+    model.set_params(novelty=False)
+    assert set(np.unique(model.predict(blob))) == {-1, 1}
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_fit_predict_is_unavailable_with_novelty(est):
+    model = CLASSES[est](novelty=True)
+    assert not hasattr(model, "fit_predict")
+    with pytest.raises(AttributeError, match="fit_predict") as error:
+        model.fit_predict(np.zeros((4, 2)))
+    assert "novelty=False to flag the rows given to fit" in str(error.value.__cause__)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+@pytest.mark.parametrize("score_method", SCORES)
+@pytest.mark.parametrize("n_kept", [None, 60])
+def test_without_novelty_the_rows_given_to_fit_are_flagged_at_contamination(
+        monkeypatch, blob, est, score_method, n_kept):
+    """``novelty=False``: every row trains, ``fit_predict(X)`` is ``fit(X).predict(X)`` and
+    flags ``contamination`` of ``X`` (the ``np.percentile`` of its scores), for every score,
+    also where ``fit`` is given more rows than the model keeps (``n_kept``: 60 of 200), and
+    again after ``set_params`` of ``contamination`` and of a parameter that moves the scores
+    (then from the rows kept: all of them where ``fit`` had no more)."""
+    from skflowgen import outlier
+    if n_kept:
+        monkeypatch.setattr(outlier, "_REFERENCE_ROWS", n_kept)
+    seen = []
+    cls = CLASSES[est]
+    original = cls._train_step
+
+    def step(model, x, *args):
+        seen.append(len(x))
+        return original(model, x, *args)
+    monkeypatch.setattr(cls, "_train_step", step)
+    model = cls(max_iter=2, score_method=score_method, random_state=0, **TINY)
+    labels = model.fit_predict(blob)
+    assert sum(seen) == 2 * len(blob)  # two epochs of every row
+    assert len(model._reference_rows) == (n_kept or len(blob))
+    np.testing.assert_array_equal(labels, model.predict(blob))
+    mover = {"GLF": {"n_importance_samples": 16}, "LFP": {"inference_steps": 5}}[est]
+    for parameters in ({"contamination": 0.25}, mover):
+        model.set_params(**parameters)
+        scores = model.score_samples(blob)
+        expected = np.sum(scores < np.percentile(scores, 100 * model.contamination))
+        assert abs(expected / len(blob) - model.contamination) <= 1 / len(blob)
+        if n_kept is None:  # the offset now comes from the rows kept
+            assert np.sum(model.predict(blob) == -1) == expected
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_a_training_row_is_not_its_own_neighbour(blob, est):
+    """The local scores of the rows given to ``fit`` are scikit-learn's for training rows:
+    ``LocalOutlierFactor().fit(codes).negative_outlier_factor_`` and the k-th neighbour
+    distance of ``NearestNeighbors.kneighbors()``, both of which leave the row itself out; a
+    new row that repeats a training row is scored as that row."""
+    from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
+    model = fit_quietly(CLASSES[est](max_iter=2, n_estimators=1, score_method="lof",
+                                     random_state=0, **TINY), blob)
+    codes = model.transform(blob)
+    np.testing.assert_allclose(model.score_samples(blob), LocalOutlierFactor(
+        n_neighbors=N_NEIGHBORS).fit(codes).negative_outlier_factor_, rtol=1e-4)
+    model.set_params(score_method="knn")
+    m, d = codes.shape
+    r_k = NearestNeighbors(n_neighbors=N_NEIGHBORS).fit(codes).kneighbors()[0][:, -1]
+    log_ball = 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1)
+    expected = math.log(N_NEIGHBORS) - math.log(m) - log_ball - d * np.log(r_k)
+    np.testing.assert_allclose(model.score_samples(blob), expected, rtol=1e-4)
+    copies = np.vstack([blob[:5], blob[:5]])
+    np.testing.assert_array_equal(model.score_samples(copies)[5:],
+                                  model.score_samples(blob[:5]))
+
+
+def clusters(n_rows, seed=0):
+    """Three Gaussian clusters of unequal spread in 8 features."""
+    rng = np.random.RandomState(seed)
+    centers, spreads = 3 * rng.randn(3, 8), np.array([0.3, 1.0, 2.0])
+    which = rng.randint(3, size=n_rows)
+    return centers[which] + spreads[which, None] * rng.randn(n_rows, 8)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+@pytest.mark.parametrize("data", ["clusters", "digits"])
+def test_novelty_with_early_stopping_flags_the_share_of_new_rows(digits01, est, data):
+    """``novelty=True`` with ``early_stopping`` (the held-out rows validate and calibrate) on
+    a second table and on images: about ``contamination`` of new rows flagged for every
+    score (900 held-out rows of the table, 448 of the digits, and 900 new ones: a standard
+    deviation of the share near 0.014 and 0.017)."""
+    if data == "clusters":
+        rows, shape = clusters(3600), None
+    else:
+        rows = digits01[0][np.random.RandomState(0).permutation(len(digits01[0]))]
+        shape = (1, 8, 8)
+    train, new = rows[:-900][:1800], rows[-900:]
+    extra = {"n_steps": 5} if est == "LFP" else {}
+    model = fit_quietly(CLASSES[est](**{**SETTINGS, "max_iter": 3}, early_stopping=True,
+                                     image_shape=shape, **extra), train)
+    assert len(model.validation_scores_) == 3
+    for score_method in SCORES:
+        model.set_params(score_method=score_method)
+        assert abs(flagged(model, new) - model.contamination) <= TOLERANCE, score_method

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
@@ -28,9 +29,11 @@ def blockwise(model, data, passes=1, n_blocks=4):
 @pytest.mark.parametrize("est", CLASSES)
 @pytest.mark.parametrize("data", ["table", "digits"])
 def test_blockwise_training_is_as_good_as_fit(digits01, est, data):
-    """``partial_fit`` over 4 blocks for as many passes as ``fit``'s epochs (same batch size,
-    so as many steps) scores new rows (the mean ``log p(x)`` of ``score``) as well as ``fit``
-    does, up to the spread of ``fit`` over three random states."""
+    """``partial_fit`` over 4 blocks for as many passes as ``fit``'s epochs (a batch as
+    large as a block, so as many steps, GLF's flow's included: it steps once per group of
+    batches of about 256 rows in a call, of ``n_samples // 10`` in ``fit``) scores new rows
+    (the mean ``log p(x)`` of ``score``) as well as ``fit`` does, up to the spread of
+    ``fit`` over three random states."""
     if data == "table":
         rows, shape = manifold(1200), None
     else:
@@ -38,7 +41,8 @@ def test_blockwise_training_is_as_good_as_fit(digits01, est, data):
         shape = (1, 8, 8)
     train, new = rows[:-300], rows[-300:]
     cls = CLASSES[est]
-    params = dict(TINY, n_estimators=1, max_iter=4, image_shape=shape, n_prior_components=1)
+    params = dict(TINY, n_estimators=1, max_iter=4, image_shape=shape, n_prior_components=1,
+                  batch_size=256)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fits = [cls(random_state=seed, **params).fit(train).score(new) for seed in range(3)]
@@ -103,16 +107,83 @@ def test_partial_fit_continues_a_fitted_model(est):
 
 
 @pytest.mark.parametrize("est", CLASSES)
-def test_a_diverging_call_keeps_the_weights_before_it(monkeypatch, est):
+def test_a_diverging_call_leaves_the_estimator_as_before_it(monkeypatch, est):
+    """All or nothing: a call whose epoch diverges restores weights, optimizer state and
+    learning rates, kept rows, noise variance, offset_ and the counts, and says so."""
     model = make(est, learning_rate_init=1e-3).partial_fit(X[:20])
-    before = outputs(model)
+    before, kept = outputs(model), state_of(model)
     StepHook(monkeypatch, CLASSES[est], lambda call, run, model: poison(run, model))
-    with pytest.warns(RuntimeWarning, match="Non-finite"):
+    with pytest.warns(RuntimeWarning, match="diverged .* left as it was before the call"):
         model.partial_fit(X[20:])
-    assert model.n_iter_ == 1 and all_finite(model)
-    np.testing.assert_array_equal(outputs(model)["transform"], before["transform"])
+    assert all_finite(model)
+    for key, value in outputs(model).items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    assert_same_state(state_of(model), kept)
     for optimizer, _ in model._optimizers:
-        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def state_of(model):
+    """What a call changes beyond the outputs: counts, kept rows, optimizer state."""
+    return {"n_iter_": model.n_iter_, "n_samples_seen_": model.n_samples_seen_,
+            "loss_curve_": list(model.loss_curve_),
+            "reference": model._reference_rows.copy(),
+            "held": model._row_samples["held"][1].copy(),
+            "training": model._row_samples["training"][1].copy(),
+            "optimizers": [{k: v.clone() for k, v in group.items()}
+                           for optimizer, _ in model._optimizers
+                           for group in optimizer.state.values()]}
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for key in ("n_iter_", "n_samples_seen_", "loss_curve_"):
+        assert a[key] == b[key], key
+    for key in ("reference", "held", "training"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    for group_a, group_b in zip(a["optimizers"], b["optimizers"], strict=True):
+        for name in group_a:
+            assert torch.equal(group_a[name], group_b[name]), name
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_infinite_values_raise_before_anything_changes(est):
+    """An infinite entry is refused (NaN stays a missing value), the model untouched."""
+    model = make(est).partial_fit(X[:20])
+    before, kept = outputs(model), state_of(model)
+    block = X[20:].copy()
+    block[3, 1] = np.inf
+    with pytest.raises(ValueError, match="[Ii]nf"):
+        model.partial_fit(block)
+    for key, value in outputs(model).items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    assert_same_state(state_of(model), kept)
+
+
+@settings(max_examples=8, deadline=None)
+@given(est=st.sampled_from(sorted(CLASSES)), novelty=st.booleans(),
+       sequence=st.lists(st.tuples(st.integers(0, 2), st.sampled_from([None, 1e18, 1e30])),
+                         min_size=1, max_size=5))
+def test_property_poisoned_blocks_change_nothing(est, novelty, sequence):
+    """Over any sequence of clean blocks and blocks of finite values scaled far beyond the
+    data (1e18, as a unit mix-up can give, or 1e30): every poisoned call warns and is
+    undone, so the estimator predicts and scores new rows exactly as the one that saw the
+    clean blocks alone, in the same order."""
+    rows = manifold(300, seed=1)
+    blocks, new = np.array_split(rows[:240], 3), rows[240:]
+    first = make(est, novelty=novelty, n_components=2).partial_fit(blocks[0])
+    clean = pickle.loads(pickle.dumps(first))
+    for index, scale in sequence:
+        if scale is None:
+            first.partial_fit(blocks[index])
+            clean.partial_fit(blocks[index])
+        else:
+            with pytest.warns(RuntimeWarning, match="diverged"):
+                first.partial_fit(blocks[index] * scale)
+    for name in ("predict", "score_samples", "decision_function"):
+        np.testing.assert_array_equal(getattr(first, name)(new), getattr(clean, name)(new),
+                                      err_msg=name)
+    assert first.n_samples_seen_ == clean.n_samples_seen_
 
 
 @settings(max_examples=30, deadline=None,  # the monkeypatched values are the same for all
@@ -128,14 +199,12 @@ def test_property_kept_rows_are_bounded_never_trained_on_and_free_of_the_blocks(
     monkeypatch.setattr(outlier, "_HELD_OUT_ROWS", 7)
     monkeypatch.setattr(outlier, "_REFERENCE_ROWS", 11)
     rows = np.random.RandomState(seed).randn(n_rows, 3).astype(np.float32)
-    model = GenerativeLatentFlow(validation_fraction=fraction)
-    empty = (np.empty(0), np.empty((0, 3), dtype=np.float32), np.empty(0, dtype=np.int64))
-    model._row_samples = {"seed": seed, "held": empty, "training": empty}
+    model = GenerativeLatentFlow(validation_fraction=fraction, novelty=True)
     blocks = np.array_split(rows, n_blocks)
     trained = set()
     for _ in range(passes):
         for index in data.draw(st.permutations(range(n_blocks))):
-            trained |= {r.tobytes() for r in model._split_block(blocks[index])}
+            trained |= {r.tobytes() for r in model._split_block(blocks[index], seed)}
     first, second = outlier.row_keys(rows, seed)
     candidates = np.flatnonzero(first < fraction)
     held = candidates[np.argsort(first[candidates])][:7]
@@ -155,10 +224,8 @@ def test_copies_of_a_repeated_row_are_held_out_as_rows_are():
     rng = np.random.RandomState(0)
     rows = np.vstack([np.repeat(rng.randn(1, 3), 2000, axis=0), rng.randn(2000, 3)])
     blocks = np.array_split(rows[rng.permutation(len(rows))], 4)
-    model = GenerativeLatentFlow(validation_fraction=0.2)
-    empty = (np.empty(0), np.empty((0, 3), dtype=np.float32), np.empty(0, dtype=np.int64))
-    model._row_samples = {"seed": 0, "held": empty, "training": empty}
-    trained = [[len(model._split_block(block)) for block in blocks] for _ in range(2)]
+    model = GenerativeLatentFlow(validation_fraction=0.2, novelty=True)
+    trained = [[len(model._split_block(block, 0)) for block in blocks] for _ in range(2)]
     assert trained[0] == trained[1]
     copies = (model._held_out_rows == rows[0].astype(np.float32)).all(axis=1)
     held_copies = model._held_out_counts[copies].sum() / 2

@@ -115,6 +115,24 @@ def test_fit_on_all_nan_X_raises(est):
 
 
 @pytest.mark.parametrize("est", FACTORIES)
+@pytest.mark.parametrize("fit", ["fit", "partial_fit"])
+def test_fit_on_one_row_raises_naming_the_count(est, fit):
+    """One row gives no spread to scale by and no rows to rank: refused, the count named."""
+    with pytest.raises(ValueError, match="1 sample"):
+        getattr(FACTORIES[est](), fit)(X[:1])
+
+
+@pytest.mark.parametrize("est", FACTORIES)
+def test_a_column_with_no_observed_value_warns_naming_it(est):
+    """As ``SimpleImputer`` does: the column is named (the model still fits the others)."""
+    data = X.copy()
+    data[:, 2] = np.nan
+    with pytest.warns(UserWarning, match=r"Features \[2\] have no observed value"):
+        model = _fit(FACTORIES[est](), data)
+    assert np.isfinite(model.score_samples(data)).all()
+
+
+@pytest.mark.parametrize("est", FACTORIES)
 def test_accepts_nan_as_missing(fitted, est):
     """A NaN is a missing value: fit learns from the row, every method returns finite
     values for it, and impute keeps its observed entries."""

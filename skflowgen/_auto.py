@@ -7,9 +7,12 @@ the other parameters and the data's shape. Each estimator names its own table sc
 docstring.
 """
 
+import contextlib
 import warnings
 
+import numpy as np
 import torch
+from joblib import cpu_count
 
 _TABLE_INFERENCE_STEPS = 2  # LFP's inference_steps='auto' on tables
 _AUTO_MAX_ITER = 10  # max_iter='auto': epochs on tables, the least with image_shape
@@ -34,6 +37,20 @@ def resolve_device(device):
     return resolved
 
 
+@contextlib.contextmanager
+def torch_threads(n_threads):
+    """Run the block with ``n_threads`` torch intra-op threads, then restore torch's setting."""
+    before = torch.get_num_threads()
+    if n_threads == before:
+        yield
+        return
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def auto_batch_size(n_rows, steps=10):
     """``batch_size='auto'``: ``min(256, max(16, n_rows // steps))`` rows, ``steps`` or more
     optimizer steps an epoch; 256 for an epoch of unknown size (``n_rows=None``)."""
@@ -44,6 +61,11 @@ class ResolvedParameters:
     """The resolved values of the ``'auto'`` and None parameters of both estimators."""
 
     _table_score_method = None  # what score_method='auto' means on tables: each estimator's
+
+    @property
+    def _hidden_sizes(self):
+        """``hidden_layer_sizes`` as a tuple (an int means one hidden layer)."""
+        return tuple(int(h) for h in np.atleast_1d(self.hidden_layer_sizes))
 
     def _resolved_n_components(self, n_features):
         """``n_components=None``: ``min(20, max(1, n_features // 2))``."""
@@ -93,6 +115,12 @@ class ResolvedParameters:
         if self.n_prior_components != "auto":
             return self.n_prior_components
         return _IMAGE_PRIOR_COMPONENTS if self.image_shape is not None else 1
+
+    def _threads(self):
+        """The context every training and evaluation runs in: ``n_jobs`` torch threads
+        (None: 1; -1 every core joblib counts, -2 all but one...)."""
+        n_jobs = 1 if self.n_jobs is None else self.n_jobs
+        return torch_threads(n_jobs if n_jobs > 0 else max(1, cpu_count() + 1 + n_jobs))
 
     @property
     def _fits_noise(self):

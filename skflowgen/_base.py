@@ -70,7 +70,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
                  feature_scaling, covariance_type, score_method, n_importance_samples, contamination,
                  novelty, support_fraction, n_estimators,
                  max_iter, batch_size, learning_rate_init, tol, n_iter_no_change, early_stopping, validation_fraction,
-                 warm_start, verbose, random_state, device):
+                 warm_start, verbose, random_state, n_jobs, device):
         self.n_components = n_components
         self.hidden_layer_sizes = hidden_layer_sizes
         self.n_flow_blocks = n_flow_blocks
@@ -94,6 +94,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         self.warm_start = warm_start
         self.verbose = verbose
         self.random_state = random_state
+        self.n_jobs = n_jobs
         self.device = device
 
     _parameter_constraints = {
@@ -121,6 +122,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         "warm_start": ["boolean"],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
+        "n_jobs": [Interval(numbers.Integral, None, -1, closed="right"),
+                   Interval(numbers.Integral, 1, None, closed="left"), None],
         "device": [str],
     }
 
@@ -167,17 +170,16 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         return device
 
     @property
-    def _hidden_sizes(self):
-        """``hidden_layer_sizes`` as a tuple (an int means one hidden layer)."""
-        return tuple(int(h) for h in np.atleast_1d(self.hidden_layer_sizes))
-
-    @property
     def _n_features_out(self):
         return self._n_members * self.n_components_
 
     # ------------------------------------------------------------ training
     def fit(self, X, y=None):
-        """Fit the model to ``X``.
+        """Fit the model to ``X``. Every row trains, unless something needs rows held out
+        (``novelty=True``, ``early_stopping``, ``n_prior_components > 1``): then
+        ``validation_fraction`` of them (at most 4,096) are set aside before training.
+        ``offset_`` is calibrated on the scores of every row of ``X`` (``novelty=False``)
+        or of the held-out rows (``novelty=True``).
 
         Parameters
         ----------
@@ -285,15 +287,12 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
             optimizer.load_state_dict(optimizer.state_dict())
         return X, seeds, device
 
-    def _to_device(self, rows, device):
-        """Rows in the data's units to a float32 tensor on ``device`` in the networks'."""
-        return self._to_model(torch.as_tensor(np.asarray(rows, dtype=np.float32),
-                                              device=device))
-
     def _train_epochs(self, x_train, x_val, generator, partial=False):
-        """:meth:`_train`, then drop the per-row training state and run ``_after_fit``."""
+        """:meth:`_train` (with :meth:`_threads`), then drop the per-row training state and
+        run ``_after_fit``."""
         try:
-            self._train(x_train, x_val, generator, partial)
+            with self._threads():
+                self._train(x_train, x_val, generator, partial)
         finally:
             for name in self._fit_state:
                 self.__dict__.pop(name, None)
@@ -310,7 +309,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         self._fit_feature_scaling(X)
         with warnings.catch_warnings():  # an all-NaN column has no variance: count it as 0
             warnings.simplefilter("ignore", RuntimeWarning)
-            variance = np.nanvar(X, axis=0) if len(X) > 1 else np.ones(n_features)
+            variance = np.nanvar(X, axis=0)
         self._feature_variance = np.nan_to_num(variance) / self._scale ** 2  # model units
         self._data_variance = max(float(self._feature_variance.mean()), 1e-12)
         self._inference_seed = int(seed)
@@ -365,11 +364,9 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         """Mean log-likelihood of ``X``, the average over rows of an importance-sampled
         ``log p(x)`` (``score_method='marginal'``), whatever ``score_method`` says.
 
-        This is the number ``GridSearchCV`` ranks models by when it is given no scorer, as
-        with :meth:`sklearn.mixture.GaussianMixture.score`: a density of x alone, it is
-        comparable across ``n_components``, step sizes and the other hyperparameters,
-        where the log joint (``'joint'``) is a density over x and the latent coordinates
-        whose values grow with ``n_components``.
+        What ``GridSearchCV`` ranks models by without a scorer (as
+        :meth:`sklearn.mixture.GaussianMixture.score`): a density of x alone, comparable
+        across ``n_components`` and step sizes, where the log joint is not.
 
         Parameters
         ----------

@@ -175,8 +175,9 @@ class DensityMixin:
             chunk = torch.nn.functional.pad(chunk.to(device), (0, 0, 0, padded - n))
             if data:
                 chunk = self._to_model(chunk)
-            with torch.no_grad():
-                yield start, fn(chunk)[:n]
+            with torch.no_grad(), self._threads():
+                result = fn(chunk)[:n]
+            yield start, result
 
     def _apply(self, fn, X, data=False):
         """:meth:`_stream` into one preallocated float64 array: memory stays flat in rows."""

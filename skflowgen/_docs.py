@@ -164,6 +164,13 @@ COMMON_PARAMETERS_DOC = """\
         is never used. A fitted model scores deterministically either way; its
         importance draws and ``sample`` draws come from a CPU generator, so that
         it gives the same numbers on the CPU and on a GPU, up to rounding.
+    n_jobs : int or None, default=None
+        torch's intra-op threads in every call (``fit``, scoring, ``transform``,
+        ``sample``...), torch's own setting restored after it: None is 1, -1 every core
+        (:func:`joblib.cpu_count`), -2 all but one. The networks are small:
+        on two idle cores a second thread saved little or nothing in ``fit``, and beside a
+        busy process it cost several times the time of one (benchmarks/RESULTS.md,
+        "Threads"); raise it on an idle machine with many cores.
     device : str, default='auto'
         ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
         Resolved at every call, so ``set_params(device='cpu')`` works on a

@@ -39,7 +39,8 @@ class SamplingMixin:
         seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator,
                                  device=generator.device))
         flow = self._new_flow(torch_generator(seed, "cpu"), self._prior_components)
-        flow.to(x_train.device).fit(z, z_held, generator)
+        with self._threads():
+            flow.to(x_train.device).fit(z, z_held, generator)
         flow.base.widen(_SAMPLING_TEMPERATURE)
         self.sampling_flow_ = flow.eval()
 

@@ -39,6 +39,11 @@ class FeatureScalingMixin:
         """Rows in the data's units (a tensor) to the units the networks see."""
         return (x - x.new_tensor(self._center)) / x.new_tensor(self._scale)
 
+    def _to_device(self, rows, device):
+        """Rows in the data's units to a float32 tensor on ``device`` in the networks'."""
+        return self._to_model(torch.as_tensor(np.asarray(rows, dtype=np.float32),
+                                              device=device))
+
     def _to_data(self, x):
         """Rows in the networks' units back to the data's units."""
         return x * x.new_tensor(self._scale) + x.new_tensor(self._center)

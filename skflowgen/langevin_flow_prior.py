@@ -202,7 +202,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
                  batch_size="auto",
                  learning_rate_init=4e-4, tol=None, n_iter_no_change=10, early_stopping=False,
                  validation_fraction=0.2, warm_start=False, verbose=0, random_state=None,
-                 device="auto"):
+                 n_jobs=None, device="auto"):
         super().__init__(
             n_components, hidden_layer_sizes=hidden_layer_sizes,
             n_flow_blocks=n_flow_blocks, n_prior_components=n_prior_components,
@@ -213,7 +213,8 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
             n_estimators=n_estimators, max_iter=max_iter, batch_size=batch_size,
             learning_rate_init=learning_rate_init, tol=tol, n_iter_no_change=n_iter_no_change,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
-            warm_start=warm_start, verbose=verbose, random_state=random_state, device=device)
+            warm_start=warm_start, verbose=verbose, random_state=random_state, n_jobs=n_jobs,
+            device=device)
         self.sigma = sigma
         self.step_size = step_size
         self.n_steps = n_steps

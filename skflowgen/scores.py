@@ -41,9 +41,9 @@ depends on its chunk), and returns each member's score (n_members, n), higher = 
   package's scores; ``load_digits``: second to ``'knn'``). Its 5 neighbours, those of
   ``'knn'``, were chosen against 10 and 20 on both tasks (same sections).
 
-The codes of the training rows that ``'knn'`` and ``'lof'`` compare with, and the neighbour
-search itself, live in :mod:`skflowgen.outlier`: a held-out row, like any new row, is never
-among them.
+The codes of the rows that ``'knn'`` and ``'lof'`` compare with, and the neighbour search
+itself, live in :mod:`skflowgen.outlier`: a row is never its own neighbour (its copy among
+them is left out), so a row given to ``fit`` is scored as a new row like it would be.
 """
 
 import math

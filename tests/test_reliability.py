@@ -729,3 +729,35 @@ def test_feature_scaling_off_depends_on_units():
     a = fit_quietly(make("GLF", feature_scaling=None))
     b = fit_quietly(make("GLF", feature_scaling=None), X * factor)
     assert not np.allclose(a.transform(X), b.transform(X * factor))
+
+
+# ================================================================ threads
+@pytest.mark.parametrize("est", CLASSES)
+@pytest.mark.parametrize("n_jobs, threads", [(None, 1), (2, 2)])
+def test_calls_run_torch_on_n_jobs_threads_and_restore_its_setting(monkeypatch, est, n_jobs,
+                                                                     threads):
+    """Training and scoring run torch on ``n_jobs`` threads (None: one; the networks are
+    small, and more threads waited on each other, worst beside a busy process;
+    benchmarks/RESULTS.md, "Threads"), whatever torch is set to, and leave that setting as
+    they found it."""
+    seen = {"train": [], "infer": []}
+    cls = CLASSES[est]
+    train_step, infer = cls._train_step, cls._infer_latent
+
+    def recording(name, original):
+        def method(model, *args, **kwargs):
+            seen[name].append(torch.get_num_threads())
+            return original(model, *args, **kwargs)
+        return method
+    monkeypatch.setattr(cls, "_train_step", recording("train", train_step))
+    monkeypatch.setattr(cls, "_infer_latent", recording("infer", infer))
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        model = fit_quietly(make(est, n_jobs=n_jobs))
+        model.score_samples(X_TEST)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert after == 3
+    assert set(seen["train"]) == set(seen["infer"]) == {threads}

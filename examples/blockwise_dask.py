@@ -39,8 +39,9 @@ def main():
     train, new_normal = normal[:int(0.8 * len(normal))], normal[int(0.8 * len(normal)):]
     new = np.r_[new_normal, np.flatnonzero(y == 0)]
     is_zero = y[new] == 0
+    # novelty=True: predict is calibrated for new rows (rows held out of training set offset_)
     model = LangevinFlowPriorGenerator(image_shape=(1, 8, 8), max_iter=cfg.passes,
-                                       random_state=0)
+                                       novelty=True, random_state=0)
 
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster):

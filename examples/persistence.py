@@ -2,9 +2,10 @@
 
 Both estimators are fitted on ``load_digits`` (scaled to [0, 1]) and saved with
 ``joblib.dump``. A new interpreter (``sys.executable``) loads each file and
-scores the same rows; the script asserts that ``score_samples`` comes back
-identical, bit for bit, and prints OK. The networks travel as torch state
-dicts, so a model fitted on a GPU loads on a CPU-only machine too.
+scores the same rows; the script asserts that ``score_samples`` comes back the
+same up to float32 rounding (another process may sum in another order: another
+thread count, or another machine) and prints OK. The networks travel as torch
+state dicts, so a model fitted on a GPU loads on a CPU-only machine too.
 
     python examples/persistence.py
 """
@@ -51,8 +52,10 @@ with tempfile.TemporaryDirectory() as tmp:
                    check=True)
     for model, path, scores in zip(models, paths, expected):
         name = type(model).__name__
-        assert np.array_equal(np.load(path + ".scores.npy"), scores), \
+        difference = np.abs(np.load(path + ".scores.npy") - scores).max()
+        assert difference <= 1e-4 * np.abs(scores).max(), \
             f"{name}: scores changed after loading"
         print(f"{name}: {Path(path).stat().st_size / 1024:.0f} KiB on disk, score_samples "
-              f"of {len(X)} rows identical after loading in a fresh process")
+              f"of {len(X)} rows the same after loading in a fresh process (largest "
+              f"difference {difference:.1e})")
 print("OK")

@@ -71,10 +71,10 @@ COMMON_PARAMETERS_DOC = """\
         :class:`~sklearn.neighbors.LocalOutlierFactor`'s. False: to flag
         ``contamination`` of the rows given to ``fit`` (:meth:`fit_predict`; every row
         trains, unless ``early_stopping`` or ``n_prior_components > 1`` hold some out);
-        ``predict`` on new rows is available, but flags more than ``contamination`` of new
-        normal rows, which score lower than the rows the networks trained on. True: to
-        flag about ``contamination`` of *new* rows: ``validation_fraction`` of the rows
-        are held out of training and set ``offset_``; ``fit_predict`` is then unavailable.
+        ``predict`` on new rows is available, but may flag more than ``contamination``
+        of new normal rows, which can score lower than the rows trained on. True: to flag
+        about ``contamination`` of *new* rows: ``validation_fraction`` of the rows are
+        held out of training and set ``offset_``; ``fit_predict`` is then unavailable.
         Choose True to score new data later with ``predict``; the ranking of
         ``score_samples`` is the same kind either way (benchmarks/RESULTS.md, "predict on
         new rows", measures both). Set before ``fit``: a fitted model refuses a change.

@@ -11,10 +11,11 @@ from ._training import torch_generator
 _STATE_FORMAT = 4  # 4: held-out rows set offset_; derived state follows the parameters
 # parameters added within this state format, with the value that behaves as a pickle
 # written before them did
-_ADDED_PARAMETERS = {"n_prior_components": 1, "novelty": True}
+_ADDED_PARAMETERS = {"n_prior_components": 1, "novelty": True, "n_jobs": None}
 # fitted state added within this state format, as a pickle written before it behaves
 # (n_samples_seen_: unknown then, counted from 0)
-_ADDED_STATE = {"_fitted_novelty": True, "_reference_counts": None, "n_samples_seen_": 0}
+_ADDED_STATE = {"_fitted_novelty": True, "_reference_counts": None, "_held_out_counts": None,
+                "n_samples_seen_": 0}
 
 
 class PersistenceMixin:

@@ -184,6 +184,16 @@ def _ecod(seed):
     return ECOD()
 
 
+def _pyod_knn(seed):
+    from pyod.models.knn import KNN
+    return KNN()
+
+
+def _copod(seed):
+    from pyod.models.copod import COPOD
+    return COPOD()
+
+
 def _pyod_ae(seed):
     from pyod.models.auto_encoder import AutoEncoder
     return AutoEncoder(random_state=seed, verbose=0)
@@ -206,10 +216,13 @@ DETECTORS = {
     "ocsvm": Detector("ocsvm", _ocsvm),
     "gmm": Detector("gmm", _gmm),
     "ecod": Detector("ecod", _ecod, pyod=True),
+    "copod": Detector("copod", _copod, pyod=True),
+    "pyod-knn": Detector("pyod-knn", _pyod_knn, pyod=True),
     "pyod-ae": Detector("pyod-ae", _pyod_ae, pyod=True),
     "pyod-vae": Detector("pyod-vae", _pyod_vae, pyod=True),
 }
-DEFAULT_DETECTORS = ("glf", "lfp", "iforest", "lof", "ocsvm", "gmm", "ecod", "pyod-ae", "pyod-vae")
+DEFAULT_DETECTORS = ("glf", "lfp", "iforest", "lof", "ocsvm", "gmm", "ecod", "copod", "pyod-knn",
+                     "pyod-ae", "pyod-vae")
 
 
 def split_spec(spec):

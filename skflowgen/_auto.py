@@ -2,8 +2,9 @@
 
 A parameter keeps the value it was given (scikit-learn's rule: ``get_params`` returns what
 the user set); the estimators read the resolved value from here, at the time of use, from
-the other parameters and the data's shape. Each estimator names its own table score
-(``_table_score_method``); the evidence behind each rule is cited in the parameter's
+the other parameters and the data's shape. Each estimator names its own training length on
+tables (``_table_max_iter``) and its likelihood (``_likelihood_score``, which
+``early_stopping`` validates by); the evidence behind each rule is cited in the parameter's
 docstring.
 """
 
@@ -15,7 +16,9 @@ import torch
 from joblib import cpu_count
 
 _TABLE_INFERENCE_STEPS = 2  # LFP's inference_steps='auto' on tables
-_AUTO_MAX_ITER = 10  # max_iter='auto': epochs on tables, the least with image_shape
+_TABLE_SCORE = "fused"  # score_method='auto' on tables
+_IMAGE_SCORE = "lof"  # score_method='auto' with image_shape
+_IMAGE_MIN_EPOCHS = 10  # max_iter='auto' with image_shape: epochs, at least
 _IMAGE_ROWS_SEEN = 50_000  # max_iter='auto' with image_shape: images trained on, at least
 _IMAGE_PRIOR_COMPONENTS = 20  # n_prior_components='auto' with image_shape
 
@@ -60,7 +63,8 @@ def auto_batch_size(n_rows, steps=10):
 class ResolvedParameters:
     """The resolved values of the ``'auto'`` and None parameters of both estimators."""
 
-    _table_score_method = None  # what score_method='auto' means on tables: each estimator's
+    _table_max_iter = None  # max_iter='auto' on tables: each estimator's epochs
+    _likelihood_score = None  # each estimator's log-likelihood score, for early_stopping
 
     @property
     def _hidden_sizes(self):
@@ -74,14 +78,14 @@ class ResolvedParameters:
         return min(20, max(1, n_features // 2))
 
     def _resolved_max_iter(self, n_rows):
-        """``max_iter='auto'`` for ``n_rows`` training rows: ``_AUTO_MAX_ITER`` epochs
-        on tables; with ``image_shape`` at least that many and enough for
-        ``_IMAGE_ROWS_SEEN`` rows in all."""
+        """``max_iter='auto'`` for ``n_rows`` training rows: the estimator's
+        ``_table_max_iter`` epochs on tables; with ``image_shape`` at least
+        ``_IMAGE_MIN_EPOCHS`` and enough for ``_IMAGE_ROWS_SEEN`` rows in all."""
         if self.max_iter != "auto":
             return self.max_iter
         if self.image_shape is None:
-            return _AUTO_MAX_ITER
-        return max(_AUTO_MAX_ITER, -(-_IMAGE_ROWS_SEEN // n_rows))
+            return self._table_max_iter
+        return max(_IMAGE_MIN_EPOCHS, -(-_IMAGE_ROWS_SEEN // n_rows))
 
     def _auto_batch_size(self, n_rows):
         """``batch_size='auto'`` for ``n_rows`` training rows: 10 or more steps an epoch on
@@ -94,11 +98,14 @@ class ResolvedParameters:
 
     @property
     def _score_method(self):
-        """``score_method='auto'``: ``'lof'`` with ``image_shape``, the estimator's
-        ``_table_score_method`` on tables."""
+        """``score_method='auto'``: ``_IMAGE_SCORE`` with ``image_shape``, on tables the table
+        score of the release that fitted the model (``_auto_table_score``: a pickle written
+        before ``'fused'`` keeps ranking rows as it did), ``_TABLE_SCORE`` otherwise."""
         if self.score_method != "auto":
             return self.score_method
-        return "lof" if self.image_shape is not None else self._table_score_method
+        if self.image_shape is not None:
+            return _IMAGE_SCORE
+        return vars(self).get("_auto_table_score", _TABLE_SCORE)
 
     @property
     def _inference_steps(self):

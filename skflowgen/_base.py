@@ -23,7 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._auto import ResolvedParameters, resolve_device
+from ._auto import _TABLE_SCORE, ResolvedParameters, resolve_device
 from ._densities import DensityMixin
 from ._persistence import PersistenceMixin
 from ._sampling import SamplingMixin
@@ -282,6 +282,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=3)
         if not continuing:
             self._initialize(X, seeds[0])
+            self._auto_table_score = _TABLE_SCORE
         device = self._device()
         for optimizer, _ in self._optimizers:  # moves optimizer state to the parameters' device
             optimizer.load_state_dict(optimizer.state_dict())
@@ -366,7 +367,11 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
 
         What ``GridSearchCV`` ranks models by without a scorer (as
         :meth:`sklearn.mixture.GaussianMixture.score`): a density of x alone, comparable
-        across ``n_components`` and step sizes, where the log joint is not.
+        across ``n_components`` and step sizes, where the log joint is not. Compare
+        trained models: on tables ``max_iter='auto'`` stops early, where the anomaly
+        ranking peaks and before the likelihood settles; set ``max_iter`` to 10 or more
+        for model selection (ten epochs found the dimension of a manifold where the
+        table default did not).
 
         Parameters
         ----------

@@ -4,7 +4,8 @@ Each estimator fills the ``%(...)s`` slots with its own defaults and the evidenc
 them, as citations of benchmarks/RESULTS.md sections; no figure is copied here.
 """
 
-from ._auto import _AUTO_MAX_ITER, _IMAGE_PRIOR_COMPONENTS, _IMAGE_ROWS_SEEN
+from ._auto import (_IMAGE_MIN_EPOCHS, _IMAGE_PRIOR_COMPONENTS, _IMAGE_ROWS_SEEN, _IMAGE_SCORE,
+                    _TABLE_SCORE)
 from ._sampling import _SAMPLING_TEMPERATURE
 
 PRIOR_COMPONENTS_DOC = f"""\
@@ -47,15 +48,20 @@ COMMON_PARAMETERS_DOC = """\
         can be written off as noise, nor dominate the likelihood from a variance
         driven to its floor).
         %(covariance_type_evidence)s
-    score_method : {'auto', 'marginal', 'joint', 'knn', 'lof'}, default='auto'
+""" + f"""\
+    score_method : {{'auto', 'fused', 'marginal', 'joint', 'knn', 'lof'}}, default='auto'
         What :meth:`score_samples`, :meth:`decision_function` and :meth:`predict` rank
         rows by; ``skflowgen.scores`` says what each estimates and when to choose it.
         ``'marginal'``: an importance-sampled ``log p(x)``; ``'joint'``: the papers' log
         joint ``log p(x, z~)`` at the inferred latent ``z~``; ``'knn'`` and ``'lof'``: the
-        local density of ``z~`` among the codes of the rows the model keeps. ``'auto'``:
-        ``'lof'`` with ``image_shape``, ``'%(table_score_method)s'`` on tables.
-        :meth:`score` (model selection) uses the marginal whatever this says.
+        local density of ``z~`` among the codes of the rows the model keeps; ``'fused'``:
+        the mean of ``'knn'`` and the reconstruction term ``log p(x | z~)``, each
+        standardised over the kept rows (a row off the learned manifold or in a sparse
+        part of it scores low). ``'auto'``: ``'{_IMAGE_SCORE}'`` with ``image_shape``,
+        ``'{_TABLE_SCORE}'`` on tables. :meth:`score` (model selection) uses the
+        marginal whatever this says.
         %(score_method_evidence)s
+""" + """\
     n_importance_samples : int, default=%(n_importance_samples)r
         Importance draws per row of the ``'marginal'`` score and of :meth:`score`:
         ``log p(x)`` is the log of the mean of ``p(x, z_i) / q(z_i)`` over them. Its
@@ -99,18 +105,20 @@ COMMON_PARAMETERS_DOC = """\
         %(n_estimators_evidence)s
 """ + f"""\
     max_iter : int or 'auto', default='auto'
-        Epochs of training (the most, with a ``tol``). ``'auto'``: {_AUTO_MAX_ITER} on
-        tables; with ``image_shape`` at least {_AUTO_MAX_ITER} and enough to train on
+        Epochs of training (the most, with a ``tol``). ``'auto'``: %(table_max_iter)s on
+        tables; with ``image_shape`` at least {_IMAGE_MIN_EPOCHS} and enough to train on
         {_IMAGE_ROWS_SEEN:,} images in all (epochs times the rows an epoch trains on): 50 on
         1,257 digits, 10 on 10,000 images. A short budget suits tables because it ranks
         anomalies best: early on a model has learned the bulk of the data and not yet its
         rare rows (the inlier-memorisation effect), while the held-out likelihood keeps
-        improving long after the ranking peaks (benchmarks/RESULTS.md, "Ablation of the
-        defaults"). A small image set wants more: after 10 epochs of load_digits the
-        networks are still blurred, after 50 both estimators drew samples ahead of
-        scikit-learn's generators and their ``'lof'`` score ranked the held-out digits
-        higher, where on Fashion-MNIST 10 epochs were already ahead (benchmarks/DEFAULTS.md,
-        "Generating"). Raise it for sampling and imputation.
+        improving long after the ranking peaks.
+        %(max_iter_evidence)s
+        A small image set wants more: after 10 epochs of load_digits the networks are
+        still blurred, after 50 both estimators drew samples ahead of scikit-learn's
+        generators and their ``'lof'`` score ranked the held-out digits higher, where on
+        Fashion-MNIST 10 epochs were already ahead (benchmarks/DEFAULTS.md, "Generating").
+        Raise it (10 or more) for sampling, imputation and model selection by
+        :meth:`score`.
 """ + """\
     batch_size : int or 'auto', default='auto'
         Rows per training mini-batch. ``'auto'`` trains on
@@ -135,9 +143,9 @@ COMMON_PARAMETERS_DOC = """\
         Epochs without a ``tol`` improvement before training stops.
     early_stopping : bool, default=False
         Stop when the mean log-likelihood of the held-out rows stops improving and
-        keep the best weights. The log-likelihood is the estimator's table score
-        (%(table_score_method)r), whatever ``score_method`` says: the local scores
-        need the training rows' codes, which exist only once training ends.
+        keep the best weights. The log-likelihood is %(likelihood_score)r, whatever
+        ``score_method`` says: the local scores (and ``'fused'``) need the training
+        rows' codes, which exist only once training ends.
     validation_fraction : float in (0, 1), default=0.2
         Fraction of the rows (at most 4,096) held out of training where something needs
         them: ``novelty=True`` (``offset_`` is the ``100 * contamination`` percentile of

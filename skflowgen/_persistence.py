@@ -44,7 +44,9 @@ class PersistenceMixin:
                              "of skflowgen; refit it with the installed version.")
         added = {name: value for name, value in _ADDED_PARAMETERS.items()
                  if name in self._get_param_names()}
-        super().__setstate__({**added, **_ADDED_STATE, **state})
+        # before 'fused', score_method='auto' ranked table rows by each estimator's likelihood
+        super().__setstate__({**added, **_ADDED_STATE,
+                              "_auto_table_score": self._likelihood_score, **state})
         try:
             saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
             generator = torch_generator(0, "cpu")

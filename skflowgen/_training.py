@@ -125,7 +125,7 @@ class TrainingMixin:
                 criterion = self._convergence_loss(stats)
                 if x_val is not None:
                     self.validation_scores_.append(float(self._score_rows(
-                        x_val, data=False, method=self._table_score_method).mean()))
+                        x_val, data=False, method=self._likelihood_score).mean()))
                     criterion = -self.validation_scores_[-1]
                     terms["validation score"] = self.validation_scores_[-1]
                 if progress is not None:

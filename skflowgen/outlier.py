@@ -54,6 +54,7 @@ from sklearn.utils.metaestimators import available_if
 _HELD_OUT_ROWS = 4096  # most rows held out of training: a percentile within about 0.005
 _REFERENCE_ROWS = 10_000  # training rows whose codes the local scores compare a code with
 _DISTANCES_MEMORY = 16 * 2 ** 20  # bytes of distances held at once by the neighbour search
+_STANDARDISATION_ROWS = 2048  # reference rows whose scores standardise a combined score
 # parameters that move a score but not the codes of the reference rows
 _SCORE_ONLY = frozenset({"score_method", "contamination", "n_importance_samples"})
 
@@ -123,9 +124,12 @@ def nearest(z, reference, k):
     squared_ref = reference.square().sum(dim=-1)[:, None, :]
     distances, indices = [], []
     for zb in z.split(block, dim=1):
-        products = torch.stack([zm @ rm.T for zm, rm in zip(zb, reference)])
-        squared = zb.square().sum(dim=-1, keepdim=True) + squared_ref - 2 * products
-        values, index = torch.topk(squared, min(k + 1, m), dim=-1, largest=False)
+        # ||r||^2 - 2 z.r in one pass over the distances; ||z||^2, the same for a row's every
+        # candidate, is added to the k kept
+        partial = torch.stack([torch.addmm(sq, zm, rm.T, alpha=-2)
+                               for zm, rm, sq in zip(zb, reference, squared_ref)])
+        values, index = torch.topk(partial, min(k + 1, m), dim=-1, largest=False)
+        values = values + zb.square().sum(dim=-1, keepdim=True)
         if k < m:
             candidates = torch.gather(reference, 1, index.flatten(1)[..., None].expand(
                 -1, -1, reference.shape[-1])).view(*index.shape, -1)
@@ -273,6 +277,32 @@ class DetectorMixin:
         fold = self.__dict__.get("_scoring_fold")
         fitted = self._derived(("lof", fold), (self._scoring_key(codes_only=True), k), fit)
         return tuple(torch.as_tensor(a, device=device) for a in fitted)
+
+    def _standardisation(self, parts, device):
+        """Median and interquartile range over the reference rows (evenly spaced ones, at
+        most ``_STANDARDISATION_ROWS``: quartiles within about 2% of the spread) of each of
+        the scores ``parts(model, x, mask, z)`` (n_parts, n_members, n) that a combined
+        score standardises, each row scored as a new row (its copy left out of its
+        neighbours), kept until the codes change: two tensors (n_parts, n_members, 1). A
+        spread of 0 falls back to the standard deviation, then to 1."""
+        def evaluate(xb):
+            x, mask = self._observed(xb)
+            return parts(self, x, mask, self._infer_latent(x, mask)).permute(2, 0, 1)
+
+        def compute():
+            fold = self.__dict__.pop("_scoring_fold", None)  # every reference row counts
+            try:
+                rows = self._reference_rows
+                rows = rows[::-(-len(rows) // _STANDARDISATION_ROWS)]
+                values = self._apply(evaluate, rows, data=True)
+            finally:
+                if fold is not None:
+                    self._scoring_fold = fold
+            low, center, high = np.percentile(values, [25, 50, 75], axis=0)
+            spread = np.where(high > low, high - low, values.std(axis=0))
+            return center[..., None], np.where(spread > 0, spread, 1.0)[..., None]
+        fitted = self._derived("standardisation", self._scoring_key(codes_only=True), compute)
+        return tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in fitted)
 
     def _calibration_scores(self):
         """``novelty=False``: the scores of the rows given to ``fit`` (kept from ``fit``) or,

@@ -207,7 +207,7 @@ def test_held_out_rows_are_never_trained_on(monkeypatch, blob, est):
     training: no training step sees
     one, every other row is trained on, the local scores' reference rows are the held-out
     rows followed by training rows, and ``offset_`` is the ``contamination`` percentile of the
-    held-out rows' scores."""
+    held-out rows' scores (by ``'joint'``, which compares a row with no other row)."""
     seen = []
     cls = CLASSES[est]
     original = cls._train_step
@@ -217,7 +217,7 @@ def test_held_out_rows_are_never_trained_on(monkeypatch, blob, est):
         return original(model, x, *args)
     monkeypatch.setattr(cls, "_train_step", step)
     model = fit_quietly(cls(max_iter=1, feature_scaling=None, validation_fraction=0.25,
-                            novelty=True, random_state=0, **TINY), blob)
+                            novelty=True, score_method="joint", random_state=0, **TINY), blob)
     rows = {tuple(r) for r in blob.astype(np.float32)}
     trained = {tuple(r) for r in torch.cat(seen).numpy()}
     held = {tuple(r) for r in model._held_out_rows}
@@ -229,12 +229,12 @@ def test_held_out_rows_are_never_trained_on(monkeypatch, blob, est):
         model.score_samples(model._held_out_rows), 100 * model.contamination))
 
 
-@pytest.mark.parametrize("est, table_method", [("GLF", "joint"), ("LFP", "marginal")])
+@pytest.mark.parametrize("est, likelihood", [("GLF", "joint"), ("LFP", "marginal")])
 def test_early_stopping_on_images_validates_on_the_held_out_likelihood(monkeypatch, digits01,
-                                                                      est, table_method):
+                                                                      est, likelihood):
     """With ``image_shape`` (default score ``'lof'``, which needs the training codes of a
     finished fit) early stopping fits and predicts; each epoch is validated by the held-out
-    rows' table log-likelihood."""
+    rows' log-likelihood (GLF's joint, LFP's marginal)."""
     cls = CLASSES[est]
     calls = []
     original = cls._score_rows
@@ -247,7 +247,7 @@ def test_early_stopping_on_images_validates_on_the_held_out_likelihood(monkeypat
                             n_estimators=1, random_state=0, **TINY), digits01[0][:300])
     assert len(model.validation_scores_) == model.n_iter_ == 3
     validation = calls[:3]
-    assert [method for method, _ in validation] == [table_method] * 3
+    assert [method for method, _ in validation] == [likelihood] * 3
     for _, rows in validation:
         np.testing.assert_array_equal(rows, model._held_out_rows)  # images: no scaling
     labels = model.predict(digits01[0][300:400])

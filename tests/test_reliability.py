@@ -548,14 +548,17 @@ def test_property_offset_is_the_percentile_of_the_calibration_rows(est, contamin
     """Whatever the contamination and the number of rows, ``offset_`` is the
     ``100 * contamination`` percentile of the scores of the rows given to ``fit``
     (``novelty=False``: ``fit_predict`` is ``fit`` then ``predict``) or of the held-out rows
-    (``novelty=True``): ``predict`` flags that share of them."""
+    (``novelty=True``; scored by ``'joint'``, which compares a row with no other: the local
+    scores score each held-out fold against the other rows): ``predict`` flags that share of
+    them."""
     data = X[:n_rows]
     model = fit_quietly(make(est, contamination=contamination, max_iter=1), data)
     assert model.offset_ == np.percentile(model.score_samples(data), 100 * contamination)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         np.testing.assert_array_equal(clone(model).fit_predict(data), model.predict(data))
-    model = fit_quietly(make(est, contamination=contamination, max_iter=1, novelty=True), data)
+    model = fit_quietly(make(est, contamination=contamination, max_iter=1, novelty=True,
+                             score_method="joint"), data)
     held = model.score_samples(model._held_out_rows)
     assert len(held) == round(0.2 * n_rows)
     assert model.offset_ == np.percentile(held, 100 * contamination)
@@ -702,15 +705,19 @@ def test_property_flow_density_does_not_depend_on_the_batch(case):
 @given(exponents=arrays(np.int64, N_FEATURES, elements=st.integers(-8, 8)))
 def test_property_feature_scaling_makes_the_fit_free_of_units(est, feature_scaling, exponents):
     """Rescaling each feature by a power of two (exact in floating point) leaves the fitted
-    networks unchanged: the same latents, scores shifted by the log-Jacobian, decodings and
-    samples in the new units. One column is mostly zero (robust spread 0: the full range
-    is used)."""
+    networks unchanged: the same latents, the same default (``'fused'``) scores, the
+    densities shifted by the log-Jacobian, decodings and samples in the new units. One
+    column is mostly zero (robust spread 0: the full range is used)."""
     data = X.copy()
     data[:-3, 1] = 0.0
     factor = 2.0 ** exponents
     a = fit_quietly(make(est, feature_scaling=feature_scaling), data)
     b = fit_quietly(make(est, feature_scaling=feature_scaling), data * factor)
     np.testing.assert_array_equal(a.transform(data), b.transform(data * factor))
+    np.testing.assert_allclose(b.score_samples(data * factor), a.score_samples(data),
+                               rtol=1e-6, atol=1e-6)
+    for model in (a, b):
+        model.set_params(score_method="joint")
     np.testing.assert_allclose(b.score_samples(data * factor),
                                a.score_samples(data) - np.log(factor).sum(), rtol=1e-6,
                                atol=1e-5)  # the float32 sum of the shifted score

@@ -108,13 +108,21 @@ def test_lof_score_is_local_outlier_factor_of_the_code_among_training_codes(fitt
 
 
 @pytest.mark.parametrize("est", CLASSES)
-def test_fused_score_is_the_mean_of_the_standardised_knn_and_reconstruction_scores(blob, est):
+@pytest.mark.parametrize("most_rows", [None, 50])
+def test_fused_score_is_the_mean_of_the_standardised_knn_and_reconstruction_scores(
+        monkeypatch, blob, est, most_rows):
     """``score_method='fused'``: the mean of the ``'knn'`` score and ``log p(x | z~)``, each
     minus its median over the rows given to ``fit`` (scored as new rows: the kept rows'
     ``'knn'`` leaves the row out), divided by its interquartile range there. ``log p(x | z~)``
     is the joint less the flow's ``log p(z~)`` (up to the log-Jacobian of the scaling, a
-    constant that the median takes away). Checked on rows the model did not fit."""
+    constant that the median takes away). Checked on rows the model did not fit; with more
+    kept rows than ``_STANDARDISATION_ROWS`` (here 50 of 120), the quartiles come from evenly
+    spaced ones (every third)."""
     import torch
+
+    import skflowgen.outlier as outlier
+    if most_rows is not None:
+        monkeypatch.setattr(outlier, "_STANDARDISATION_ROWS", most_rows)
     rng = np.random.default_rng(0)
     X, new = blob[:120], blob[120:] + rng.normal(0, 0.3, blob[120:].shape)
     model = CLASSES[est](n_estimators=1, max_iter=2, random_state=0, **TINY).fit(X)
@@ -128,6 +136,8 @@ def test_fused_score_is_the_mean_of_the_standardised_knn_and_reconstruction_scor
             prior = model.flow_.log_prob(codes)[0].numpy()
         return np.stack([knn, model.score_samples(rows) - prior])
     reference, values = parts(X), parts(new)
+    if most_rows is not None:
+        reference = reference[:, ::3]
     low, center, high = np.percentile(reference, [25, 50, 75], axis=1)
     expected = ((values - center[:, None]) / (high - low)[:, None]).mean(axis=0)
     model.set_params(score_method="fused")

@@ -165,7 +165,7 @@ def study_scores(model, X_train, X_test, marginal=True):
     scores["complexity"] = (joint + math.log(2) * bits, test_s + bits_s)
     reference, ref_s = _common.timed(lambda: pixel_gaussian(X_train)(X_test))
     scores["pixel-ratio"] = (joint - reference, test_s + ref_s)
-    for method in ("knn", "lof", "marginal") if marginal else ("knn", "lof"):  # the package's
+    for method in ("knn", "lof", "fused", "marginal") if marginal else ("knn", "lof", "fused"):
         model.set_params(score_method=method)
         scores[method] = _common.timed(model.score_samples, X_test)
     return scores
@@ -328,7 +328,9 @@ def report(rows, task, output, figure):
         "per member, then averaged); `lof` (a `score_method`, the default on images) is minus "
         "the local outlier factor of the code among the training codes (5 neighbours, as "
         "`LocalOutlierFactor(n_neighbors=5, novelty=True)`), `lof-k10` and `lof-k20` the same "
-        "with 10 and 20 neighbours; `complexity` adds the zlib code length of the 8-bit image "
+        "with 10 and 20 neighbours; `fused` (a `score_method`, the default on tables) the mean "
+        "of `knn` and the reconstruction term, each standardised over the training images; "
+        "`complexity` adds the zlib code length of the 8-bit image "
         "(`joint + ln 2 x bits`, Serra et al. 2020); `pixel-ratio` subtracts the "
         "log-likelihood of independent per-pixel Gaussians fitted on the training images "
         "(a likelihood ratio against a simple reference, after Ren et al. 2019). "

@@ -39,10 +39,12 @@ TOLERANCE = 0.05
 RAW_FIELDS = ["dataset", "seed", "detector", "setting", "contamination", "share"]
 # set on a fitted model, one at a time (each estimator's own parameters where named)
 SETTINGS = {
-    "glf": ["score_method='joint'", "score_method='marginal'", "score_method='knn'",
+    "glf": ["score_method='fused'", "score_method='joint'", "score_method='marginal'",
+            "score_method='knn'",
             "score_method='lof'", "contamination=0.05", "contamination=0.2",
             "n_importance_samples=16"],
-    "lfp": ["score_method='joint'", "score_method='marginal'", "score_method='knn'",
+    "lfp": ["score_method='fused'", "score_method='joint'", "score_method='marginal'",
+            "score_method='knn'",
             "score_method='lof'", "contamination=0.05", "contamination=0.2",
             "n_importance_samples=32", "chain_init='prior'", "inference_steps=20",
             "chain_init='prior',inference_steps=20", "step_size=0.5", "n_steps=20"],

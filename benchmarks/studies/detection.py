@@ -51,7 +51,8 @@ from _common import DEFAULT_DETECTORS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OTHER_DETECTORS = [d for d in DEFAULT_DETECTORS if d not in ("glf", "lfp")]
-METHODS = {"glf": ("joint", "knn", "lof"), "lfp": ("marginal", "joint", "knn", "lof")}
+METHODS = {"glf": ("fused", "joint", "knn", "lof"),
+           "lfp": ("fused", "marginal", "joint", "knn", "lof")}
 
 
 def snapshot_fit(estimator, X, epochs):
@@ -254,6 +255,8 @@ def report(args):
         fit = [f"{np.mean([float(r['fit_s']) for r in cells[(model, 'knn')].get(e, [])] or [0]):.2f}"
                for e in epochs]
         table.append(["fit seconds per run (mean)", *fit])
+        if best[1] is None:  # no complete cell yet
+            continue
         ranks = _common.average_ranks(np.vstack([best[2], other]).T)
         body += [f"### {model}: mean AUROC / AP (x100) by training length (epochs)", "",
                  _common.markdown_table(["score", *epochs], table), "",
@@ -262,11 +265,13 @@ def report(args):
                  f"of the ADBench table (IsolationForest {ranks[1 + OTHER_DETECTORS.index('iforest')]:.2f}).",
                  ""]
     description = (
-        f"Command: `python benchmarks/studies/detection.py ../shared/data/adbench --n-jobs 2` "
-        "(and `--models glf --params n_estimators=10 --epochs 1 2`), then `--report`. "
+        "Runs: `python benchmarks/studies/detection.py ../shared/data/adbench --n-jobs 2` and "
+        "`... --models glf --params n_estimators=10 --epochs 1 2` (rows in "
+        "`benchmarks/studies/detection_raw.csv`); this section: `--report`. "
         f"{len(sets)} sets x seeds {', '.join(map(str, args.seeds))}, the ADBench split and "
         "scaling of `benchmarks/adbench.py`. One fit per (set, seed, model) at the defaults "
-        "of the commit but `max_iter`, scored at each snapshot (epochs in the columns). "
+        "of the commit but `max_iter`, scored at each snapshot (epochs in the columns); `fused` "
+        "is the package's score, the others the study's. "
         "Scores: the package's `joint`, `marginal` (LFP), `knn`, `lof`; `residual` the "
         "reconstruction term alone (`-sum_j (x_j - g(z~)_j)^2 / sigma_j^2`); "
         "`iforest-codes` IsolationForest on the codes; `knn-k10`/`knn-k20` the `knn` "
@@ -275,7 +280,8 @@ def report(args):
         "standardised by the median and interquartile range of its scores of the train rows "
         "(no label read); `@all` and `@first3` columns average a score over every snapshot "
         "or the first three (snapshot ensembles). Fit seconds to each snapshot, "
-        "two processes sharing two cores.")
+        "two processes sharing two cores with other work (clean fit times: \"Fit time at "
+        "the defaults\").")
     body = "\n".join(body)
     title = "Detection study on ADBench"
     text = "\n".join([f"## {title}", "", *_common.provenance(1), "", description, "", body])

@@ -100,6 +100,17 @@ def synthetic(n_rows=10_000, n_features=20, n_factors=5, seed=0):
     return MinMaxScaler().fit_transform(X)
 
 
+def load_table(name, data_dir):
+    """``(label, X)`` for ``'synthetic'`` (:func:`synthetic`) or an ADBench dataset name,
+    min-max scaled."""
+    if name == "synthetic":
+        X = synthetic()
+        return f"synthetic {X.shape[0]}x{X.shape[1]}", X
+    (path,) = list_datasets(data_dir, [name])
+    X, _ = load_npz(path)
+    return f"{name} {X.shape[0]}x{X.shape[1]}", MinMaxScaler().fit_transform(X)
+
+
 def parse_params(text):
     """Estimator parameters from ``"a=1,b='x',c=None"``: each value as a Python literal, or as
     a plain string where it is none (``covariance_type=spherical``)."""

@@ -20,23 +20,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from sklearn.preprocessing import MinMaxScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 FORMER = {"glf": dict(max_iter=10, score_method="joint"),
           "lfp": dict(max_iter=10, score_method="marginal")}
-
-
-def load(name, data_dir):
-    """``(label, X)``: the synthetic table or an ADBench set, min-max scaled."""
-    if name == "synthetic":
-        X = _common.synthetic()
-    else:
-        (path,) = _common.list_datasets(data_dir, [name])
-        X = MinMaxScaler().fit_transform(_common.load_npz(path)[0])
-    return f"{name} {X.shape[0]}x{X.shape[1]}", X
 
 
 def models():
@@ -62,7 +51,7 @@ def main(argv=None):
     factories = models()
     rows = []
     for name in args.datasets:
-        label, X = load(name, args.data_dir)
+        label, X = _common.load_table(name, args.data_dir)
         seconds = {model: [] for model in factories}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

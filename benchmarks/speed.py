@@ -47,29 +47,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.ensemble import IsolationForest
-from sklearn.preprocessing import MinMaxScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from _common import (HIDDEN, PAPER, PAPER_CHAINS, make_models, n_components_for,  # noqa: E402
-                     synthetic)
+from _common import HIDDEN, PAPER, PAPER_CHAINS, make_models, n_components_for  # noqa: E402
 
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator  # noqa: E402
 from skflowgen._auto import auto_batch_size  # noqa: E402
 
 SECTION = "speed"
 FORMER_CHAINS = dict(chain_init="prior", n_steps=20)  # training chains before the encoder
-
-
-# ---------------------------------------------------------------- data
-def load(name, data_dir):
-    """``(label, X)`` for ``'synthetic'`` or an ADBench dataset name, min-max scaled."""
-    if name == "synthetic":
-        X = synthetic()
-        return f"synthetic {X.shape[0]}x{X.shape[1]}", X
-    (path,) = _common.list_datasets(data_dir, [name])
-    X, _ = _common.load_npz(path)
-    return f"{name} {X.shape[0]}x{X.shape[1]}", MinMaxScaler().fit_transform(X)
 
 
 # ---------------------------------------------------------------- models
@@ -198,7 +185,7 @@ def peak_memory(dataset, name, args):
     """``(fit MiB, scoring MiB or None)``: peak resident memory growth of ``name``'s fit on
     ``dataset`` and of its scoring of the same rows; run in a fresh process."""
     limits = _common.limit_threads(args.threads)  # noqa: F841 (kept alive for the call)
-    _, X = load(dataset, args.data_dir)
+    _, X = _common.load_table(dataset, args.data_dir)
     d = n_components_for(X)
     build = lambda epochs: make_models(  # noqa: E731
         X, d, epochs, min(epochs, args.lfp_epochs), args.batch_size, seed=0)[name][0]()
@@ -234,7 +221,7 @@ def run(args, header):
                   if args.batch_size == "auto" else str(args.batch_size))
     fit_names = score_names = None
     for dataset in args.datasets:
-        label, X = load(dataset, args.data_dir)
+        label, X = _common.load_table(dataset, args.data_dir)
         d = n_components_for(X)
         models = make_models(X, d, args.epochs, args.lfp_epochs, args.batch_size, seed=0)
         # warm-up: one short fit of each, untimed (imports, lazy init)

@@ -343,11 +343,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
 
     # ------------------------------------------------------------ public API
     def score_samples(self, X):
-        """Log-density score of each row; higher is more normal.
-
-        ``score_method='marginal'`` gives an importance-sampled ``log p(x)``;
-        ``'joint'`` gives ``log N(x; g(z~), diag(sigma^2)) + log p(z~)`` at the inferred
-        latent ``z~``. Deterministic for a fitted model.
+        """Score of each row by ``score_method``; higher is more normal. Deterministic for a
+        fitted model; ``skflowgen.scores`` says what each score estimates.
 
         Parameters
         ----------
@@ -367,11 +364,9 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
 
         What ``GridSearchCV`` ranks models by without a scorer (as
         :meth:`sklearn.mixture.GaussianMixture.score`): a density of x alone, comparable
-        across ``n_components`` and step sizes, where the log joint is not. Compare
-        trained models: on tables ``max_iter='auto'`` stops early, where the anomaly
-        ranking peaks and before the likelihood settles; set ``max_iter`` to 10 or more
-        for model selection (ten epochs found the dimension of a manifold where the
-        table default did not).
+        across ``n_components`` and step sizes, where the log joint is not. Compare trained
+        models: on tables ``max_iter='auto'`` stops before the likelihood settles; set
+        ``max_iter`` to 10 or more (which found a manifold's dimension, the default did not).
 
         Parameters
         ----------

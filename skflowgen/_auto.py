@@ -17,7 +17,7 @@ from joblib import cpu_count
 
 _TABLE_INFERENCE_STEPS = 2  # LFP's inference_steps='auto' on tables
 _TABLE_SCORE = "fused"  # score_method='auto' on tables
-_IMAGE_SCORE = "lof"  # score_method='auto' with image_shape
+_IMAGE_SCORE = "local"  # score_method='auto' with image_shape
 _IMAGE_MIN_EPOCHS = 10  # max_iter='auto' with image_shape: epochs, at least
 _IMAGE_ROWS_SEEN = 50_000  # max_iter='auto' with image_shape: images trained on, at least
 _IMAGE_PRIOR_COMPONENTS = 20  # n_prior_components='auto' with image_shape
@@ -98,13 +98,14 @@ class ResolvedParameters:
 
     @property
     def _score_method(self):
-        """``score_method='auto'``: ``_IMAGE_SCORE`` with ``image_shape``, on tables the table
-        score of the release that fitted the model (``_auto_table_score``: a pickle written
-        before ``'fused'`` keeps ranking rows as it did), ``_TABLE_SCORE`` otherwise."""
+        """``score_method='auto'``: the score of the release that fitted the model for images
+        (``_auto_image_score``) or tables (``_auto_table_score``), so that a pickle written
+        before a default changed keeps ranking rows as it did; ``_IMAGE_SCORE`` with
+        ``image_shape`` and ``_TABLE_SCORE`` otherwise."""
         if self.score_method != "auto":
             return self.score_method
         if self.image_shape is not None:
-            return _IMAGE_SCORE
+            return vars(self).get("_auto_image_score", _IMAGE_SCORE)
         return vars(self).get("_auto_table_score", _TABLE_SCORE)
 
     @property

@@ -49,7 +49,8 @@ COMMON_PARAMETERS_DOC = """\
         driven to its floor).
         %(covariance_type_evidence)s
 """ + f"""\
-    score_method : {{'auto', 'fused', 'marginal', 'joint', 'knn', 'lof'}}, default='auto'
+    score_method : {{'auto', 'fused', 'local', 'marginal', 'joint', 'knn', 'lof'}}, \
+default='auto'
         What :meth:`score_samples`, :meth:`decision_function` and :meth:`predict` rank
         rows by; ``skflowgen.scores`` says what each estimates and when to choose it.
         ``'marginal'``: an importance-sampled ``log p(x)``; ``'joint'``: the papers' log
@@ -57,9 +58,10 @@ COMMON_PARAMETERS_DOC = """\
         local density of ``z~`` among the codes of the rows the model keeps; ``'fused'``:
         the mean of ``'knn'`` and the reconstruction term ``log p(x | z~)``, each
         standardised over the kept rows (a row off the learned manifold or in a sparse
-        part of it scores low). ``'auto'``: ``'{_IMAGE_SCORE}'`` with ``image_shape``,
-        ``'{_TABLE_SCORE}'`` on tables. :meth:`score` (model selection) uses the
-        marginal whatever this says.
+        part of it scores low); ``'local'``: the mean of ``'lof'`` and the log-density of
+        ``z~`` by its nearest kept code, standardised alike. ``'auto'``:
+        ``'{_IMAGE_SCORE}'`` with ``image_shape``, ``'{_TABLE_SCORE}'`` on tables.
+        :meth:`score` (model selection) uses the marginal whatever this says.
         %(score_method_evidence)s
 """ + """\
     n_importance_samples : int, default=%(n_importance_samples)r
@@ -115,7 +117,7 @@ COMMON_PARAMETERS_DOC = """\
         %(max_iter_evidence)s
         A small image set wants more: after 10 epochs of load_digits the networks are
         still blurred, after 50 both estimators drew samples ahead of scikit-learn's
-        generators and their ``'lof'`` score ranked the held-out digits higher, where on
+        generators and their local scores ranked the held-out digits higher, where on
         Fashion-MNIST 10 epochs were already ahead (benchmarks/DEFAULTS.md, "Generating").
         Raise it (10 or more) for sampling, imputation and model selection by
         :meth:`score`.

@@ -44,9 +44,10 @@ class PersistenceMixin:
                              "of skflowgen; refit it with the installed version.")
         added = {name: value for name, value in _ADDED_PARAMETERS.items()
                  if name in self._get_param_names()}
-        # before 'fused', score_method='auto' ranked table rows by each estimator's likelihood
-        super().__setstate__({**added, **_ADDED_STATE,
-                              "_auto_table_score": self._likelihood_score, **state})
+        # score_method='auto' ranked table rows by each estimator's likelihood before 'fused',
+        # images by 'lof' before 'local'
+        super().__setstate__({**added, **_ADDED_STATE, "_auto_table_score": self._likelihood_score,
+                              "_auto_image_score": "lof", **state})
         try:
             saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
             generator = torch_generator(0, "cpu")

@@ -31,8 +31,8 @@ _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     "ADBench sets\n        above every other score and combination of them measured, "
     "and above its joint,\n        the former default (benchmarks/RESULTS.md, \"Detection "
     "study on ADBench\"); on\n        images both likelihoods rank simple pictures as "
-    "normal, and ``'lof'`` is the score\n        ahead of LOF on the pixels on both image "
-    "tasks (``skflowgen.scores``).",
+    "normal, and ``'local'`` ranked\n        held-out classes ahead of ``'lof'`` and of "
+    "kNN and LOF on the pixels on both\n        image tasks (``skflowgen.scores``).",
     max_iter_evidence="GLF's default: one epoch ranked the ADBench anomalies best of 1 to "
     "20 with\n        ``'fused'`` (which does not use the flow), the ranking falling at "
     "every longer\n        budget measured (benchmarks/RESULTS.md, \"Detection study on "

@@ -39,8 +39,9 @@ _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     "ADBench sets\n        as well as any other score or combination of them measured "
     "(within 0.05 AUROC)\n        and above its marginal, the former default "
     "(benchmarks/RESULTS.md, \"Detection\n        study on ADBench\"); on images both "
-    "likelihoods rank simple pictures as normal,\n        and ``'lof'`` is the score ahead "
-    "of LOF on the pixels on both image tasks\n        (``skflowgen.scores``).",
+    "likelihoods rank simple pictures as normal,\n        and ``'local'`` ranked held-out "
+    "classes ahead of ``'lof'`` and of kNN and LOF on\n        the pixels on both image "
+    "tasks (``skflowgen.scores``).",
     max_iter_evidence="LFP's default: five epochs ranked the ADBench anomalies best of 1 "
     "to 20 with\n        ``'fused'`` (benchmarks/RESULTS.md, \"Detection study on "
     "ADBench\").",
@@ -134,7 +135,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         tables, ``n_steps`` with ``image_shape``. On tables, from the encoder's proposal, two
         steps (with 8 importance draws) ranked the anomalies of the ADBench sets about as
         20 steps from ``z = 0`` did, at a small fraction of the cost, where two steps from
-        ``z = 0`` moved single sets far. On images the ``'lof'`` score of the codes wants
+        ``z = 0`` moved single sets far. On images the local scores of the codes want
         codes nearer the posterior mode (benchmarks/RESULTS.md, "LFP inference on ADBench"
         and "Images: load_digits"). Raise it for latents closer to the mode
         (``transform``, ``impute``).
@@ -143,7 +144,7 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
         network ``encoder_`` fitted to the training chains' latents; ``'prior'``, a
         prior draw ``N(0, I)`` in training and the prior's mode ``z = 0`` at inference
         (the paper). The encoder is fitted either way, so this can be changed on a fitted
-        model; ``offset_`` and the training codes of ``'knn'``/``'lof'`` follow it, as
+        model; ``offset_`` and the training codes of the local scores follow it, as
         they follow every inference parameter.
     learning_rate_init : float, default=4e-4
         Adam learning rate of the generator, the flow and the encoder (betas

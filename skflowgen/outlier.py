@@ -301,7 +301,8 @@ class DetectorMixin:
             low, center, high = np.percentile(values, [25, 50, 75], axis=0)
             spread = np.where(high > low, high - low, values.std(axis=0))
             return center[..., None], np.where(spread > 0, spread, 1.0)[..., None]
-        fitted = self._derived("standardisation", self._scoring_key(codes_only=True), compute)
+        fitted = self._derived(("standardisation", parts.__name__),
+                               self._scoring_key(codes_only=True), compute)
         return tuple(torch.as_tensor(a, dtype=torch.float32, device=device) for a in fitted)
 
     def _calibration_scores(self):

@@ -145,13 +145,40 @@ def test_fused_score_is_the_mean_of_the_standardised_knn_and_reconstruction_scor
 
 
 @pytest.mark.parametrize("est", CLASSES)
-def test_auto_score_is_lof_for_images_and_fused_on_tables(digits01, blob, est):
-    """``score_method='auto'`` (the default) ranks images by ``'lof'`` and table rows by
+def test_local_score_is_the_mean_of_the_standardised_lof_and_nearest_code_scores(blob, est):
+    """``score_method='local'``: the mean of the ``'lof'`` score and the log-density of the
+    code by its nearest kept code (``-d log r_1`` up to a constant, which the median takes
+    away), each minus its median over the rows given to ``fit`` (scored as new rows: a kept
+    row is not its own neighbour), divided by its interquartile range there. Checked on
+    rows the model did not fit, against scikit-learn's neighbour search."""
+    from sklearn.neighbors import NearestNeighbors
+    rng = np.random.default_rng(0)
+    X, new = blob[:120], blob[120:] + rng.normal(0, 0.3, blob[120:].shape)
+    model = CLASSES[est](n_estimators=1, max_iter=2, random_state=0, **TINY).fit(X)
+    codes = NearestNeighbors(n_neighbors=1).fit(model.transform(X))
+    d = model.n_components_
+
+    def parts(rows, own):
+        model.set_params(score_method="lof")
+        radius = codes.kneighbors(None if own else model.transform(rows))[0][:, 0]
+        return np.stack([model.score_samples(rows), -d * np.log(radius)])
+    reference, values = parts(X, own=True), parts(new, own=False)
+    low, center, high = np.percentile(reference, [25, 50, 75], axis=1)
+    expected = ((values - center[:, None]) / (high - low)[:, None]).mean(axis=0)
+    model.set_params(score_method="local")
+    # the package's distances are ||r||^2 - 2 z.r + ||z||^2 in float32: the nearest one, the
+    # smallest, keeps fewer digits than the fifth of 'fused'
+    np.testing.assert_allclose(model.score_samples(new), expected, rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_auto_score_is_local_for_images_and_fused_on_tables(digits01, blob, est):
+    """``score_method='auto'`` (the default) ranks images by ``'local'`` and table rows by
     ``'fused'``, with the offset of the score it stands for."""
     X = digits01[0][:300]
     settings = dict(max_iter=1, n_components=4, random_state=0, device=DEVICE)
     for model, data, method in [
-            (CLASSES[est](image_shape=(1, 8, 8), **settings), X, "lof"),
+            (CLASSES[est](image_shape=(1, 8, 8), **settings), X, "local"),
             (CLASSES[est](**settings, **{k: v for k, v in TINY.items() if k != "device"}),
              blob, "fused")]:
         with warnings.catch_warnings():
@@ -162,6 +189,31 @@ def test_auto_score_is_lof_for_images_and_fused_on_tables(digits01, blob, est):
         model.set_params(score_method=method)
         np.testing.assert_array_equal(model.score_samples(data[:20]), auto_scores)
         assert model.offset_ == auto_offset
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_an_image_model_pickled_before_local_keeps_ranking_by_lof(monkeypatch, digits01, est):
+    """A pickle written before ``'auto'`` meant ``'local'`` on images (fitted while it meant
+    ``'lof'``, its state without ``_auto_image_score``) still ranks images by ``'lof'``, with
+    the offset set at its fit."""
+    import skflowgen._auto
+    import skflowgen._base
+    X = digits01[0][:300]
+    model = CLASSES[est](image_shape=(1, 8, 8), max_iter=1, n_components=4, random_state=0,
+                         device=DEVICE)
+    with monkeypatch.context() as former_release, warnings.catch_warnings():
+        for module in (skflowgen._auto, skflowgen._base):
+            former_release.setattr(module, "_IMAGE_SCORE", "lof")
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X)
+    state = model.__getstate__()
+    del state["_auto_image_score"]
+    former = CLASSES[est].__new__(CLASSES[est])
+    former.__setstate__(state)
+    assert former.get_params()["score_method"] == "auto"
+    model.set_params(score_method="lof")
+    np.testing.assert_array_equal(former.score_samples(X[:20]), model.score_samples(X[:20]))
+    assert former.offset_ == model.offset_
 
 
 @pytest.mark.parametrize("est", CLASSES)

@@ -48,7 +48,7 @@ TASKS = {"digits": dict(shape=(1, 8, 8), max_train=None, max_test=None,
          "fashion": dict(shape=(1, 28, 28), max_train=10_000, max_test=5_000,
                          names=FASHION_CLASSES)}
 BASELINES = ["iforest", "lof", "knn", "ocsvm", "gmm", "ecod", "pyod-ae", "pyod-vae", "deepsvdd"]
-DEFAULT_SCORE = {"glf": "lof", "lfp": "lof"}  # what score_method='auto' means on images
+DEFAULT_SCORE = {"glf": "local", "lfp": "local"}  # what score_method='auto' means on images
 
 
 # ---------------------------------------------------------------- data
@@ -165,7 +165,7 @@ def study_scores(model, X_train, X_test, marginal=True):
     scores["complexity"] = (joint + math.log(2) * bits, test_s + bits_s)
     reference, ref_s = _common.timed(lambda: pixel_gaussian(X_train)(X_test))
     scores["pixel-ratio"] = (joint - reference, test_s + ref_s)
-    for method in ("knn", "lof", "fused", "marginal") if marginal else ("knn", "lof", "fused"):
+    for method in ("knn", "lof", "local", "fused") + (("marginal",) if marginal else ()):
         model.set_params(score_method=method)
         scores[method] = _common.timed(model.score_samples, X_test)
     return scores
@@ -314,7 +314,7 @@ def report(rows, task, output, figure):
         f"{len(classes)} classes x {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), "
         "values averaged over the seeds. skflowgen estimators at their defaults with "
         f"`image_shape={spec['shape']}`, scored by their default `score_method` "
-        "(`'auto'`, which is `'lof'` on images); baselines on the flat pixels in [0, 1] "
+        f"(`'auto'`, which is `'{DEFAULT_SCORE['glf']}'` on images); baselines on the flat pixels in [0, 1] "
         "(ADBench's, PyOD's "
         "kNN distance and DeepSVDD at their defaults). AUPRC = `auc(recall, precision)` x 100 "
         "(the papers' formula). Average rank among the columns of this table.", "",
@@ -325,11 +325,14 @@ def report(rows, task, output, figure):
         "code alone, `reconstruction` the likelihood term alone; `knn` (a `score_method`) is "
         "the k-NN log-density (k = 5) of the code among the codes of the training images, "
         "`knn-k1` and `knn-k20` the same at k = 1 and 20 on the same training codes (each "
-        "per member, then averaged); `lof` (a `score_method`, the default on images) is minus "
-        "the local outlier factor of the code among the training codes (5 neighbours, as "
+        "per member, then averaged); `lof` (a `score_method`, the image default before "
+        "`local`) is minus the local outlier factor of the code among the training codes "
+        "(5 neighbours, as "
         "`LocalOutlierFactor(n_neighbors=5, novelty=True)`), `lof-k10` and `lof-k20` the same "
-        "with 10 and 20 neighbours; `fused` (a `score_method`, the default on tables) the mean "
-        "of `knn` and the reconstruction term, each standardised over the training images; "
+        "with 10 and 20 neighbours; `local` (a `score_method`, the default on images) the "
+        "mean of `lof` and `knn-k1`, each standardised over the training images; `fused` (a "
+        "`score_method`, the default on tables) the mean of `knn` and the reconstruction "
+        "term, standardised alike; "
         "`complexity` adds the zlib code length of the 8-bit image "
         "(`joint + ln 2 x bits`, Serra et al. 2020); `pixel-ratio` subtracts the "
         "log-likelihood of independent per-pixel Gaussians fitted on the training images "

@@ -65,9 +65,10 @@ depends on its chunk), and returns each member's score (n_members, n), higher = 
   (benchmarks/RESULTS.md, "Image detection study") the one ahead of ``'lof'`` and of kNN
   and LOF on the pixels on both image tasks, for both estimators.
 
-The codes of the rows that ``'knn'``, ``'lof'`` and ``'local'`` compare with, and the neighbour search
-itself, live in :mod:`skflowgen.outlier`: a row is never its own neighbour (its copy among
-them is left out), so a row given to ``fit`` is scored as a new row like it would be.
+The codes of the rows that ``'knn'``, ``'lof'`` and ``'local'`` compare with, and the
+neighbour search itself, live in :mod:`skflowgen.outlier`: a row is never its own neighbour
+(its copy among them is left out), so a row given to ``fit`` is scored as a new row like it
+would be.
 """
 
 import math

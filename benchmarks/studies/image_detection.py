@@ -301,7 +301,8 @@ def report(raw, task, output):
         "`-lof-kK` minus the local outlier factor with K neighbours (training images left "
         "out of their own neighbours); per member, then the members' mean. `code-lof-k5` "
         "is the package's `'lof'` (the image default before `'local'`), `code-knn-k5` its "
-        "`'knn'`, `code-lof-k5 + code-knn-k1` its `'local'` (the image default); the two `pixels` rows are the "
+        "`'knn'`, `code-lof-k5 + code-knn-k1` its `'local'` (the image default); the two "
+        "`pixels` rows are the "
         "baselines (" + "; ".join(f"`{v}`: {d}" for v, d in BASELINE_VARIANTS.items()) +
         "). `a + b`: the mean of the parts, each standardised by the median and "
         "interquartile range of its training images' scores (no label read). AUPRC = "

@@ -56,23 +56,13 @@ KNN, LOF = (1, 5), (5, 10, 20)
 
 
 # ---------------------------------------------------------------- neighbour scores
-def neighbours(query, reference, k, leave_out=False, chunk=1024):
-    """Distances (n, k) and indices of the ``k`` nearest rows of ``reference`` to each row
-    of ``query`` (torch, float32); with ``leave_out`` the query is the reference and a row
-    is not its own neighbour."""
-    import torch
-    sq_ref = reference.square().sum(dim=1)
-    distances, indices = [], []
-    for start in range(0, len(query), chunk):
-        q = query[start:start + chunk]
-        d2 = torch.addmm(sq_ref, q, reference.T, alpha=-2) + q.square().sum(dim=1, keepdim=True)
-        if leave_out:
-            rows = torch.arange(len(q))
-            d2[rows, start + rows] = float("inf")
-        d2, index = torch.topk(d2, k, dim=1, largest=False)
-        distances.append(d2.clamp_min(0).sqrt())
-        indices.append(index)
-    return torch.cat(distances).numpy(), torch.cat(indices).numpy()
+def neighbours(query, reference, k):
+    """Distances (n, k) and indices of the ``k`` nearest rows of ``reference`` to each row of
+    ``query`` (float32 tensors), by the package's search: a row of ``query`` that is a row of
+    ``reference`` is not its own neighbour."""
+    from skflowgen.outlier import nearest
+    distances, indices = nearest(query[None], reference[None], k)
+    return distances[0].numpy(), indices[0].numpy()
 
 
 def local_parts(train, test):
@@ -83,7 +73,7 @@ def local_parts(train, test):
     train, test = torch.as_tensor(train, dtype=torch.float32), torch.as_tensor(
         test, dtype=torch.float32)
     k_max = max(*KNN, *LOF)
-    d_train, i_train = neighbours(train, train, k_max, leave_out=True)
+    d_train, i_train = neighbours(train, train, k_max)
     d_test, i_test = neighbours(test, train, k_max)
     out = {f"knn-k{k}": (-np.log(np.maximum(d_train[:, k - 1], 1e-30)),
                          -np.log(np.maximum(d_test[:, k - 1], 1e-30))) for k in KNN}

@@ -279,7 +279,7 @@ def report(raw, task, output):
     spec = images.TASKS[task]
     description = (
         f"Runs: `python benchmarks/studies/image_detection.py {task} --n-jobs 2"
-        f"{' --seeds 0 --stages 2' if task == 'fashion' else ''} --scores DIR` (rows in "
+        f"{' --seeds 0 1 --stages 2' if task == 'fashion' else ''} --scores DIR` (rows in "
         "`benchmarks/studies/image_detection_raw.csv`), this section: `--report`. "
         f"The held-out-class split of `benchmarks/images.py` ({spec['shape'][1]}x"
         f"{spec['shape'][2]} images), {len(classes)} classes, seeds "

@@ -279,6 +279,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         if np.isnan(X).all():
             raise ValueError("X has no observed entry: every value is NaN (missing).")
         self._check_params(X.shape[1])
+        self._fit_support(X, continuing)
         seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=3)
         if not continuing:
             self._initialize(X, seeds[0])
@@ -344,7 +345,9 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
     # ------------------------------------------------------------ public API
     def score_samples(self, X):
         """Score of each row by ``score_method``; higher is more normal. Deterministic for a
-        fitted model; ``skflowgen.scores`` says what each score estimates.
+        fitted model; ``skflowgen.scores`` says what each score estimates. The density scores
+        (``'joint'``, ``'marginal'``) read the prior ``flow_``, not the ``sampling_flow_``
+        that :meth:`sample` draws from (:meth:`sample` says why).
 
         Parameters
         ----------
@@ -360,7 +363,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X``, the average over rows of an importance-sampled
-        ``log p(x)`` (``score_method='marginal'``), whatever ``score_method`` says.
+        ``log p(x)`` (``score_method='marginal'``), whatever ``score_method`` says, under the
+        prior ``flow_`` (not ``sampling_flow_``: :meth:`sample` says why).
 
         What ``GridSearchCV`` ranks models by without a scorer (as
         :meth:`sklearn.mixture.GaussianMixture.score`): a density of x alone, comparable

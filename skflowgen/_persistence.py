@@ -13,9 +13,9 @@ _STATE_FORMAT = 4  # 4: held-out rows set offset_; derived state follows the par
 # written before them did
 _ADDED_PARAMETERS = {"n_prior_components": 1, "novelty": True, "n_jobs": None}
 # fitted state added within this state format, as a pickle written before it behaves
-# (n_samples_seen_: unknown then, counted from 0)
+# (n_samples_seen_: unknown then, counted from 0; _support: every column sampled continuous)
 _ADDED_STATE = {"_fitted_novelty": True, "_reference_counts": None, "_held_out_counts": None,
-                "n_samples_seen_": 0}
+                "n_samples_seen_": 0, "_support": None}
 
 
 class PersistenceMixin:

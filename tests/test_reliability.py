@@ -19,6 +19,7 @@ from sklearn.datasets import load_wine
 from sklearn.exceptions import ConvergenceWarning
 
 import skflowgen._persistence as persistence
+from skflowgen._sampling import _MAX_SUPPORT
 from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
 from skflowgen.flows import AffineCoupling, CouplingFlow, Rotation
 from skflowgen.scores import SCORES
@@ -354,6 +355,58 @@ def test_sampling_flow_moves_the_samples_alone(fitted, est):
 
 
 @pytest.mark.parametrize("est", CLASSES)
+def test_sampling_flow_is_the_fitted_mixture_widened(fitted, est, monkeypatch):
+    """``sampling_flow_`` is the flow fitted to the codes with each mixture component's
+    covariance widened by ``_SAMPLING_TEMPERATURE**2``: the same fit without the widening
+    has the same weights, means and couplings, and Cholesky factors smaller by it."""
+    import skflowgen._sampling as sampling
+    temperature = sampling._SAMPLING_TEMPERATURE
+    wide = fitted(est, n_prior_components=3).sampling_flow_
+    monkeypatch.setattr(sampling, "_SAMPLING_TEMPERATURE", 1.0)
+    narrow = fit_quietly(make(est, score_method="joint", n_prior_components=3)).sampling_flow_
+    assert temperature > 1
+    torch.testing.assert_close(wide.base.cholesky(), narrow.base.cholesky() * temperature)
+    for name, value in narrow.state_dict().items():
+        if name not in ("base.log_diagonal", "base.lower"):
+            torch.testing.assert_close(wide.state_dict()[name], value, msg=name)
+
+
+def test_sampling_flow_draws_no_blends_of_separate_clusters():
+    """Two clusters of rows far apart: the codes' mixture of ``sampling_flow_`` draws few
+    samples between them, the prior trained with the model (one Gaussian through a flow)
+    many. GLF alone: its decoder maps codes back to rows as an autoencoder does, so the
+    samples show where the latents were drawn."""
+    rng = np.random.RandomState(0)
+    centres = np.zeros((2, 4))
+    centres[1, 0] = 6.0
+    rows = np.concatenate([c + 0.5 * rng.randn(150, 4) for c in centres])
+
+    def between(samples):  # share of samples in the middle half of the centres' segment
+        t = (samples - centres[0]) @ (centres[1] - centres[0]) / 36.0
+        return np.mean((t > 0.25) & (t < 0.75))
+    model = fit_quietly(make("GLF", hidden_layer_sizes=(16,), max_iter=30, batch_size=16,
+                             n_components=2, n_estimators=1, n_prior_components=2), rows)
+    prior = pickle_round_trip(model)
+    del prior.sampling_flow_  # sample() then draws from flow_
+    assert between(rows) == 0
+    assert between(model.sample(2000, random_state=0)) < \
+        between(prior.sample(2000, random_state=0)) / 2
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_sample_draws_few_valued_columns_on_their_training_values(est):
+    """A binary and a five-valued column come out of ``sample`` on the values they took in
+    training, the continuous columns as drawn (no training value repeated)."""
+    rng = np.random.RandomState(0)
+    rows = np.c_[rng.randint(2, size=200), 10 * rng.randint(5, size=200), rng.randn(200, 2)]
+    model = fit_quietly(make(est, max_iter=5), rows)
+    drawn = model.sample(300, random_state=0)
+    assert set(drawn[:, 0]) <= {0.0, 1.0}
+    assert set(drawn[:, 1]) <= {0.0, 10.0, 20.0, 30.0, 40.0}
+    assert not np.isin(drawn[:, 2:], rows[:, 2:]).any()
+
+
+@pytest.mark.parametrize("est", CLASSES)
 def test_sampling_flow_survives_pickling(fitted, est):
     """``n_prior_components > 1``: the fit leaves a ``sampling_flow_`` with the mixture
     base (none with 1), and the model pickles with it: same scores, same samples."""
@@ -496,6 +549,38 @@ def rows_with_missing(draw):
     data = draw(finite_rows())
     missing = draw(arrays(np.bool_, data.shape))
     return np.where(missing, np.nan, data)
+
+
+def columns_with_few_values():
+    """Rows whose columns take 1 to 30 distinct values, some NaN."""
+    return st.integers(1, 30).flatmap(lambda k: arrays(
+        np.float64, st.tuples(st.integers(2, 60), st.just(3)),
+        elements=st.sampled_from([np.nan, *np.linspace(-5, 5, k)])))
+
+
+@PROPERTY_SETTINGS
+@given(first=columns_with_few_values(), second=columns_with_few_values(),
+       drawn=arrays(np.float64, st.tuples(st.integers(1, 10), st.just(3)),
+                    elements=st.floats(-10, 10)))
+def test_property_support_of_blocks_is_that_of_their_union(first, second, drawn):
+    """The discrete columns kept block by block (``partial_fit``) are those of the blocks'
+    rows at once, and a drawn value of such a column moves to its nearest training value;
+    the other columns are left as drawn."""
+    by_blocks, at_once = GenerativeLatentFlow(), GenerativeLatentFlow()
+    by_blocks._fit_support(first, continuing=False)
+    by_blocks._fit_support(second, continuing=True)
+    rows = np.vstack([first, second])
+    at_once._fit_support(rows, continuing=False)
+    moved = by_blocks._on_support(drawn.copy())
+    np.testing.assert_array_equal(moved, at_once._on_support(drawn.copy()))
+    for j, column in enumerate(rows.T):
+        values = np.unique(column[~np.isnan(column)])
+        if 0 < len(values) <= min(_MAX_SUPPORT, np.sum(~np.isnan(column)) / 2):
+            assert np.isin(moved[:, j], values).all()
+            np.testing.assert_allclose(np.abs(moved[:, j] - drawn[:, j]),
+                                       np.abs(drawn[:, j, None] - values).min(axis=1))
+        else:
+            np.testing.assert_array_equal(moved[:, j], drawn[:, j])
 
 
 @pytest.mark.parametrize("est, score_method", ESTIMATOR_KINDS)

@@ -18,18 +18,26 @@ What it measures
       and density low = blurry or off-manifold samples, recall and coverage low = collapse
       onto a few modes;
     - classes: the total variation between the classifier's label histogram of the samples
-      and the test images' (0 = every class as often as in the data).
+      and the test images' (0 = every class as often as in the data);
+    - copying Z: memorisation, the data-copying test of Meehan et al. (AISTATS 2020) in the
+      same features: the samples' distances to their nearest training image against those
+      of the test images (about 0 = as far as new images, well below 0 = copies).
 
-    Generators: the training images (the floor); ``PCA(20)`` + ``GaussianMixture(10)`` decoded
-    by the PCA; ``KernelDensity`` on ``PCA(15)`` with its bandwidth chosen by ``GridSearchCV``
-    (scikit-learn's own digits example); both estimators at their defaults with
-    ``image_shape`` along their training budget (``max_iter`` epochs, continued by
-    ``warm_start``), and where an estimator's own budget is not the first
-    (``max_iter='auto'`` on a small image set) a fresh fit at its defaults as well, each
-    fitted GLF with a ``GaussianMixture(10)`` fitted to its codes afterwards and decoded by
-    ``inverse_transform`` (the GLF paper's comparison: the flow
-    earns its place by beating it), and a VAE of GLF's networks along the same budgets (the
-    paper's convergence claim is against it).
+    Generators, every capacity chosen on the training images alone (each candidate fitted
+    on 80% of them, the one whose fit gives the other 20% the highest likelihood refitted on
+    all; the test split is read by the metrics only): the training images (the floor);
+    ``PCA(q)`` + ``GaussianMixture(k)`` decoded by the PCA, ``q`` and ``k`` by the held-out
+    likelihood of the images (PPCA's Gaussian on the residual completes the density of the
+    codes); ``KernelDensity`` on ``PCA(q)``, its bandwidth by cross-validated likelihood of
+    the codes (scikit-learn's digits example), ``q`` as above; a VAE of GLF's networks, its
+    latent size and beta by the held-out ELBO after the first budget, along the budgets
+    (the GLF paper's baseline); both estimators at their defaults with ``image_shape``
+    along their training budget (``max_iter`` epochs, continued by ``warm_start``), and
+    where an estimator's own budget is not the first (``max_iter='auto'`` on a small image
+    set) a fresh fit at its defaults as well. Beside each fit's ``sample()``: the same
+    sampler with a ``GaussianMixture`` on its codes in place of ``sampling_flow_`` (as many
+    components, the same widening: the flow earns its place by beating it) and its samples
+    from ``flow_``, the prior of inference and of the scores.
 
 How to run
     python benchmarks/samples.py digits --seeds 0 1 2
@@ -45,6 +53,7 @@ How to run
 """
 
 import argparse
+import pickle
 import sys
 import textwrap
 import time
@@ -54,11 +63,12 @@ from pathlib import Path
 
 import numpy as np
 from scipy import linalg
+from scipy.stats import mannwhitneyu
 from sklearn.decomposition import PCA
 from sklearn.metrics import pairwise_distances
 from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import GridSearchCV, train_test_split
-from sklearn.neighbors import KernelDensity
+from sklearn.neighbors import KernelDensity, NearestNeighbors
 from sklearn.neural_network import MLPClassifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,7 +79,9 @@ SHAPES = {"digits": (1, 8, 8), "fashion": (1, 28, 28)}
 FASHION_ROWS = (10_000, 5_000)  # training and test images of the fashion task
 FAMILIES = {"training images": "references", "PCA + GaussianMixture": "references",
             "KernelDensity on PCA": "references", "VAE, the same networks": "VAE",
-            "GLF": "GLF", "GLF codes + GaussianMixture": "GLF", "LFP": "LFP"}
+            "GLF": "GLF", "LFP": "LFP"}
+# rows of an estimator's fit beside its sample(): its codes' mixture, and its prior flow_
+CODES_ROW, PRIOR_ROW = " codes + GaussianMixture", ", drawn from flow_"
 K = 5  # neighbours of precision / recall / density / coverage
 # Sets of samples drawn from each fitted generator, their metrics averaged: load_digits' 540
 # test images make one draw's FD move by up to 0.9 between draws of the same model (GLF,
@@ -77,7 +89,7 @@ K = 5  # neighbours of precision / recall / density / coverage
 DRAWS = {"digits": 5, "fashion": 1}
 DEFAULTS_ROW = ", at its defaults"  # the row of a fresh fit at an estimator's own budget
 RAW_FIELDS = ["seed", "generator", "epochs", "fit_s", "fd", "precision", "recall", "density",
-              "coverage", "classes", "accuracy"]
+              "coverage", "classes", "copying", "chosen", "accuracy"]
 
 
 # ---------------------------------------------------------------- the metrics
@@ -164,55 +176,125 @@ def prdc(real, fake, k=K):
             float((d.min(axis=1) < real_r).mean()))
 
 
-def evaluate(space, X_test, samples):
-    """The metrics of ``samples`` against the test images."""
+class Copying:
+    """The data-copying statistic ``Z_U`` of Meehan et al. (AISTATS 2020) in a feature space:
+    the Mann-Whitney U of the samples' distances to their nearest training image against
+    the test images', standardised. About 0: samples lie as far from the training images as
+    new images do; well below 0, closer (copies); above 0, farther. In the classifier's
+    features rather than the pixels, where a blurred image lies near many."""
+
+    def __init__(self, training_features, test_features):
+        self.nearest = NearestNeighbors(n_neighbors=1).fit(training_features)
+        self.test_distance = self._distance(test_features)
+
+    def _distance(self, features):
+        return self.nearest.kneighbors(features)[0][:, 0]
+
+    def __call__(self, features):
+        m, n = len(features), len(self.test_distance)
+        u = mannwhitneyu(self._distance(features), self.test_distance).statistic
+        return float((u - m * n / 2) / np.sqrt(m * n * (m + n + 1) / 12))
+
+
+def evaluate(space, X_test, samples, copying):
+    """The metrics of ``samples`` against the test images (``copying``: a :class:`Copying`
+    of the training and test images)."""
     samples = np.clip(samples, 0.0, 1.0)
     real, fake = space(X_test), space(samples)
     expected = np.bincount(space.classes(X_test), minlength=10) / len(X_test)
     got = np.bincount(space.classes(samples), minlength=10) / len(samples)
     return dict(fd=frechet(real, fake), **dict(zip(
         ("precision", "recall", "density", "coverage"), prdc(real, fake))),
-        classes=float(0.5 * np.abs(expected - got).sum()))
+        classes=float(0.5 * np.abs(expected - got).sum()), copying=copying(fake))
 
 
 # ---------------------------------------------------------------- the generators
-# Each generator, once fitted, is a function ``draw(n, random_state)`` of n samples.
-def mixture_draw(gmm, decode):
-    """Draws of a fitted ``GaussianMixture`` (whose ``sample`` reads its own
-    ``random_state``), decoded."""
-    def draw(n, random_state):
-        gmm.random_state = random_state
-        return decode(gmm.sample(n)[0])
-    return draw
+# Each generator, once fitted, is a function ``draw(n, random_state)`` of n samples. Every
+# baseline's capacity is chosen as the estimators' settings are, on the training images
+# alone: fitted on 80% of them, the grid point whose fit gives the other 20% the highest mean
+# log-likelihood wins, and is refitted on all of them.
+VALIDATION = 0.2
+PCA_SIZES = (10, 20, 40, 80)  # those below the number of pixels
+MIXTURE_SIZES = (5, 10, 20, 40)
+BANDWIDTHS = np.logspace(-2, 0, 20)
+VAE_GRID = [dict(n_components=d, beta=b) for d in (10, 20, 40) for b in (0.5, 1.0, 2.0)]
+
+
+def choose(X, seed, grid, make):
+    """The point of ``grid`` whose ``make`` on 80% of the rows ``X`` gives the rest the
+    highest mean ``log_density``."""
+    fit_rows, held = train_test_split(X, test_size=VALIDATION, random_state=seed)
+    held_out = [np.mean(make(fit_rows, point).log_density(held)) for point in grid]
+    return grid[int(np.argmax(held_out))]
+
+
+class PCADensity:
+    """A density of the codes of ``PCA(q)`` made a density of the images by PPCA's isotropic
+    Gaussian on the residual (Tipping and Bishop 1999): ``log p(x) = log p(W^T (x - m)) +
+    log N(x - x_hat; 0, s^2 I_{D-q})``, ``s^2`` the mean variance PCA leaves out, so that
+    sizes are compared in one space. Its draws are decoded codes."""
+
+    def __init__(self, X, q, density, seed):
+        self.pca = PCA(q, random_state=seed).fit(X)
+        self.density = density.fit(self.pca.transform(X))
+
+    def log_density(self, X):
+        codes = self.pca.transform(X)
+        residual = X - self.pca.inverse_transform(codes)
+        noise, free = self.pca.noise_variance_, X.shape[1] - self.pca.n_components_
+        return self.density.score_samples(codes) - 0.5 * (
+            np.square(residual).sum(axis=1) / noise + free * np.log(2 * np.pi * noise))
+
+    def __call__(self, n, random_state):
+        if isinstance(self.density, GaussianMixture):  # its sample() reads its random_state
+            self.density.random_state = random_state
+            codes = self.density.sample(n)[0]
+        else:
+            codes = self.density.sample(n, random_state=random_state)
+        return self.pca.inverse_transform(codes)
+
+
+def pca_sizes(X):
+    return [q for q in PCA_SIZES if q < X.shape[1]]
 
 
 def pca_gmm(X, seed):
-    pca = PCA(20, random_state=seed).fit(X)
-    return mixture_draw(GaussianMixture(10, random_state=seed).fit(pca.transform(X)),
-                        pca.inverse_transform)
+    """``PCA(q)`` + ``GaussianMixture(k)``, ``(q, k)`` by held-out likelihood: the draw and
+    what was chosen."""
+    def make(rows, point):
+        return PCADensity(rows, point[0], GaussianMixture(point[1], random_state=seed), seed)
+    q, k = choose(X, seed, [(q, k) for q in pca_sizes(X) for k in MIXTURE_SIZES], make)
+    return make(X, (q, k)), f"q={q}, k={k}"
 
 
 def kde_pca(X, seed):
-    pca = PCA(15, random_state=seed).fit(X)
-    codes = pca.transform(X)
-    search = GridSearchCV(KernelDensity(), {"bandwidth": np.logspace(-2, 0, 20)}).fit(codes)
-    return lambda n, random_state: pca.inverse_transform(
-        search.best_estimator_.sample(n, random_state=random_state))
+    """``KernelDensity`` on ``PCA(q)``: for each ``q`` the bandwidth by 5-fold
+    cross-validated likelihood of the codes (scikit-learn's digits example), ``q`` by
+    held-out likelihood."""
+    def make(rows, q):
+        codes = PCA(q, random_state=seed).fit_transform(rows)
+        bandwidth = GridSearchCV(KernelDensity(), {"bandwidth": BANDWIDTHS}).fit(codes) \
+            .best_params_["bandwidth"]
+        return PCADensity(rows, q, KernelDensity(bandwidth=bandwidth), seed)
+    q = choose(X, seed, pca_sizes(X), make)
+    density = make(X, q)
+    return density, f"q={q}, bandwidth={density.density.bandwidth:.3g}"
 
 
 class VAE:
     """A variational autoencoder of GLF's convolutional networks (the encoder emitting a mean
     and a log-variance per latent, the decoder ending in a sigmoid for Bernoulli pixels),
-    trained on the ELBO with GLF's optimizer and batch rule; ``sample`` decodes ``N(0, I)``.
-    The GLF paper's baseline for its convergence claim."""
+    trained on the beta-weighted ELBO with GLF's optimizer and batch rule; ``sample`` decodes
+    ``N(0, I)``. The GLF paper's baseline for its convergence claim; its latent size and
+    ``beta`` are chosen by the held-out ELBO (:data:`VAE_GRID`)."""
 
-    def __init__(self, n_components, shape, seed):
+    def __init__(self, shape, seed, n_components=20, beta=1.0):
         import torch
         from torch import nn
 
         from skflowgen.networks import make_decoder, make_encoder
         generator = torch.Generator().manual_seed(seed)
-        self.d, self.torch, self.generator = n_components, torch, generator
+        self.d, self.beta, self.torch, self.generator = n_components, beta, torch, generator
         n_features = int(np.prod(shape))
         self.encoder = make_encoder(1, n_features, 2 * n_components, None, shape, generator)
         self.decoder = make_decoder(1, n_components, n_features, None, shape, generator,
@@ -220,24 +302,35 @@ class VAE:
         self.optimizer = torch.optim.Adam([*self.encoder.parameters(),
                                            *self.decoder.parameters()], lr=1e-3)
 
+    def _terms(self, x):
+        """Per row: the reconstruction's negative log-likelihood (one draw of z) and the KL
+        divergence of the encoder's Gaussian from ``N(0, I)``."""
+        torch = self.torch
+        mean, log_var = self.encoder(x)[0].chunk(2, dim=-1)
+        z = mean + (0.5 * log_var).exp() * torch.randn(mean.shape, generator=self.generator)
+        x_hat = self.decoder(z[None])[0]
+        recon = torch.nn.functional.binary_cross_entropy(x_hat, x, reduction="none")
+        kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(dim=-1)
+        return recon.sum(dim=-1), kl
+
     def fit(self, X, epochs):
         torch = self.torch
         x_all = torch.as_tensor(X, dtype=torch.float32)
         batch = min(256, max(16, len(X) // 32))  # GLF's batch_size='auto' on images
         for _ in range(epochs):
             for rows in torch.randperm(len(X), generator=self.generator).split(batch):
-                x = x_all[rows]
-                mean, log_var = self.encoder(x)[0].chunk(2, dim=-1)
-                z = mean + (0.5 * log_var).exp() * torch.randn(mean.shape,
-                                                                generator=self.generator)
-                x_hat = self.decoder(z[None])[0]
-                recon = torch.nn.functional.binary_cross_entropy(x_hat, x, reduction="none")
-                kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(dim=-1)
-                loss = (recon.sum(dim=-1) + kl).mean()
+                recon, kl = self._terms(x_all[rows])
+                loss = (recon + self.beta * kl).mean()
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
         return self
+
+    def log_density(self, X):
+        """The ELBO of each row (``beta = 1``), a lower bound of its log-likelihood."""
+        with self.torch.no_grad():
+            recon, kl = self._terms(self.torch.as_tensor(X, dtype=self.torch.float32))
+            return -(recon + kl).numpy()
 
     def sample(self, n):
         torch = self.torch
@@ -247,9 +340,39 @@ class VAE:
 
 
 def codes_gmm(model, X, seed):
-    """A ``GaussianMixture(10)`` on the model's codes of ``X``, decoded by the model."""
-    return mixture_draw(GaussianMixture(10, random_state=seed).fit(model.transform(X)),
-                        model.inverse_transform)
+    """``sample()`` with a ``GaussianMixture`` in place of ``sampling_flow_``: per member, a
+    mixture of as many components fitted to that member's codes of ``X``, its covariances
+    widened as the flow's are (``_SAMPLING_TEMPERATURE**2``); each sample from a member drawn
+    uniformly, decoded by it."""
+    import torch
+
+    from skflowgen._sampling import _SAMPLING_TEMPERATURE
+    n_members, n_mixture = model.sampling_flow_.base.logits.shape
+    codes = model.transform(X).reshape(len(X), n_members, -1)
+    mixtures = [GaussianMixture(n_mixture, random_state=seed).fit(codes[:, m])
+                for m in range(n_members)]
+    for mixture in mixtures:
+        mixture.covariances_ = mixture.covariances_ * _SAMPLING_TEMPERATURE ** 2
+
+    def draw(n, random_state):
+        rng = np.random.RandomState(random_state)
+        member = rng.randint(n_members, size=n)
+        z = np.empty((n_members, n, codes.shape[-1]), dtype=np.float32)
+        for m, mixture in enumerate(mixtures):
+            mixture.random_state = rng.randint(np.iinfo(np.int32).max)
+            z[m] = mixture.sample(n)[0][rng.permutation(n)]  # sample() orders by component
+        with torch.no_grad():
+            x = model._decode(torch.as_tensor(z))[member, np.arange(n)]
+            return model._to_data(x).numpy()
+    return draw
+
+
+def prior_draw(model):
+    """``sample()`` of a copy of ``model`` without ``sampling_flow_``: latents from
+    ``flow_``, the prior that inference and the scores use."""
+    prior = pickle.loads(pickle.dumps(model))
+    del prior.sampling_flow_
+    return prior.sample
 
 
 def split(task, seed, data_dir):
@@ -269,7 +392,7 @@ def split(task, seed, data_dir):
 
 def family_of(generator):
     """The task family a raw row's generator comes from: 'references', 'GLF', a variant..."""
-    name = generator.removesuffix(DEFAULTS_ROW)
+    name = generator.removesuffix(DEFAULTS_ROW).removesuffix(CODES_ROW).removesuffix(PRIOR_ROW)
     return FAMILIES.get(name, name)
 
 
@@ -284,14 +407,15 @@ def run(task, seed, family, threads, budgets, data_dir):
              else CNNFeatureSpace(X_train, y_train, seed, shape))
     accuracy = float(np.mean(space.classes(X_test) == y_test))
     print(f"{task}, seed {seed}: feature classifier test accuracy {accuracy:.3f}", flush=True)
+    copying = Copying(space(X_train), space(X_test))
     n, rows = len(X_test), []
 
-    def record(generator, draw, epochs="", fit_s=""):
+    def record(generator, draw, epochs="", fit_s="", chosen=""):
         """The metrics of ``DRAWS[task]`` draws of ``n`` samples, averaged."""
         draws = [draw(n, seed + 1000 * k) for k in range(DRAWS[task])]
-        scores = [evaluate(space, X_test, samples) for samples in draws]
+        scores = [evaluate(space, X_test, samples, copying) for samples in draws]
         rows.append(dict(seed=seed, generator=generator, epochs=epochs, fit_s=fit_s,
-                         accuracy=accuracy,
+                         accuracy=accuracy, chosen=chosen,
                          **{key: np.mean([s[key] for s in scores]) for key in scores[0]}))
         if epochs in ("", budgets[0], budgets[-1]) or generator.endswith(DEFAULTS_ROW):
             # a mixture samples component by component: a random 36 of them
@@ -302,15 +426,19 @@ def run(task, seed, family, threads, budgets, data_dir):
             np.random.RandomState(random_state).choice(len(X_train), n)])
         for name, make in (("PCA + GaussianMixture", pca_gmm), ("KernelDensity on PCA", kde_pca)):
             start = time.perf_counter()
-            draw = make(X_train, seed)
-            record(name, draw, fit_s=time.perf_counter() - start)
-    elif family == "VAE":
-        vae, fit_s, done = VAE(20, shape, seed), 0.0, 0  # GLF's latent size on images
+            draw, chosen = make(X_train, seed)
+            record(name, draw, fit_s=time.perf_counter() - start, chosen=chosen)
+    elif family == "VAE":  # latent size and beta by the held-out ELBO at the first budget
+        start = time.perf_counter()
+        chosen = choose(X_train, seed, VAE_GRID, lambda rows, point: VAE(
+            shape, seed, **point).fit(rows, budgets[0]))
+        vae, fit_s, done = VAE(shape, seed, **chosen), time.perf_counter() - start, 0
         for budget in budgets:
             start = time.perf_counter()
             vae.fit(X_train, budget - done)
             fit_s, done = fit_s + time.perf_counter() - start, budget
-            record("VAE, the same networks", lambda n, _: vae.sample(n), budget, fit_s)
+            record("VAE, the same networks", lambda n, _: vae.sample(n), budget, fit_s,
+                   ", ".join(f"{k}={v}" for k, v in chosen.items()))
     else:  # an estimator at its defaults, or a variant: 'GLF[n_prior_components=20]'
         name, _, spec = family.partition("[")
         cls = dict(GLF=GenerativeLatentFlow, LFP=LangevinFlowPriorGenerator)[name]
@@ -329,9 +457,11 @@ def run(task, seed, family, threads, budgets, data_dir):
 
         def record_model(model, epochs, fit_s, suffix=""):
             record(family + suffix, model.sample, epochs, fit_s)
-            if family == "GLF":  # the same autoencoder, a mixture fitted to its codes
-                record("GLF codes + GaussianMixture" + suffix, codes_gmm(model, X_train, seed),
-                       epochs, fit_s)
+            if not hasattr(model, "sampling_flow_"):  # one prior component: flow_ samples
+                return
+            # the same fit: its codes' mixture in place of sampling_flow_, and its prior
+            record(family + CODES_ROW + suffix, codes_gmm(model, X_train, seed), epochs, fit_s)
+            record(family + PRIOR_ROW + suffix, prior_draw(model), epochs, fit_s)
         model = new_model()
         fit_s = fit(model)  # max_iter as the family sets it: the first budget, or not
         if model.n_iter_ != budgets[0]:
@@ -353,14 +483,17 @@ def report(rows, args):
     keys = sorted(dict.fromkeys((r["generator"], str(r["epochs"])) for r in rows),
                   key=lambda key: order.index(family_of(key[0])) + 1
                   if family_of(key[0]) in order else 0)  # a task's rows stay in run order
-    metrics = ("fd", "precision", "recall", "density", "coverage", "classes")
+    metrics = ("fd", "precision", "recall", "density", "coverage", "classes", "copying")
     table = []
     for generator, epochs in keys:
         mine = [r for r in rows if r["generator"] == generator and str(r["epochs"]) == epochs]
         fit = [float(r["fit_s"]) for r in mine if r["fit_s"] not in ("", None)]
-        table.append([generator, epochs or "", *(
-            f"{np.mean([float(r[m]) for r in mine]):.{3 if m == 'fd' else 2}f}"
-            for m in metrics), f"{np.mean(fit):.0f}" if fit else ""])
+        fd = [float(r["fd"]) for r in mine]
+        table.append([generator, epochs or "", f"{np.mean(fd):.3f}",
+                      f"{np.min(fd):.2f}-{np.max(fd):.2f}" if len(fd) > 1 else "", *(
+                          f"{np.mean([float(r[m]) for r in mine]):.{1 if m == 'copying' else 2}f}"
+                          for m in metrics[1:]),
+                      f"{np.mean(fit):.0f}" if fit else "", chosen_text(mine)])
     accuracy = np.mean([float(r["accuracy"]) for r in rows])
     shape = SHAPES[args.task]
     data = ("load_digits, 70/30 split per seed" if args.task == "digits" else
@@ -377,7 +510,18 @@ def report(rows, args):
         "generator. FD: Frechet distance to the test images' features "
         "(lower is better; `training images` is the floor); precision / recall / density / "
         f"coverage with k = {K} (Naeem et al. 2020); classes: total variation between the "
-        "classifier's label histograms of the samples and of the test images. The estimators "
+        "classifier's label histograms of the samples and of the test images; copying Z: "
+        "the data-copying statistic of Meehan et al. (2020) in the same features (the samples' "
+        "distances to their nearest training image against the test images', Mann-Whitney U "
+        "standardised: 0 as far as new images, below 0 closer, copies). FD range: lowest and "
+        "highest seed. Chosen: what each baseline's fit chose on the training images alone "
+        "(PCA size q, mixture components k, bandwidth, the VAE's latent size and beta) by "
+        f"the likelihood of {VALIDATION:.0%} of them held out. `<estimator> codes + "
+        "GaussianMixture`: its `sample()` with a `GaussianMixture` of as many components as "
+        "`sampling_flow_`, fitted to each member's codes and widened as the flow is, in "
+        "place of the flow; `..., "
+        "drawn from flow_`: the same fit sampled from the prior that inference and the "
+        "scores use. The estimators "
         f"run at their defaults with `image_shape={shape}`, `max_iter` the epochs, continued "
         "by `warm_start`; `..., at its defaults`: a fresh fit at the estimator's own budget "
         "(`max_iter='auto'` trains on 50,000 images in all, at least 10 epochs), where it is "
@@ -385,8 +529,9 @@ def report(rows, args):
         f"{args.threads} thread(s).")
     title = "Samples: load_digits" if args.task == "digits" else "Samples: Fashion-MNIST"
     _common.write_report(args.output, f"samples-{args.task}", title, args.threads,
-                         description, ["generator", "epochs", "FD", "precision", "recall",
-                                       "density", "coverage", "classes", "fit s"], table,
+                         description, ["generator", "epochs", "FD", "FD range", "precision",
+                                       "recall", "density", "coverage", "classes",
+                                       "copying Z", "fit s", "chosen"], table,
                          footer=f"![FD against epochs](results/samples_{args.task}_fd.png)\n\n"
                                 "![36 random samples of each generator]"
                                 f"(results/samples_{args.task}.png)")
@@ -395,6 +540,11 @@ def report(rows, args):
              r["grid"] for r in rows if "grid" in r and int(r["seed"]) == min(args.seeds)}
     if grids:  # the samples themselves: only for the tasks of the first seed run in this call
         plot_grids(grids, shape[1:], _common.figure_path(args.output, f"samples_{args.task}.png"))
+
+
+def chosen_text(rows):
+    """What each seed's fit of a baseline chose, once each."""
+    return " / ".join(c for c in dict.fromkeys(str(r.get("chosen") or "") for r in rows) if c)
 
 
 def plot_grids(grids, side, path):

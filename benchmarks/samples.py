@@ -34,10 +34,9 @@ What it measures
     (the GLF paper's baseline); both estimators at their defaults with ``image_shape``
     along their training budget (``max_iter`` epochs, continued by ``warm_start``), and
     where an estimator's own budget is not the first (``max_iter='auto'`` on a small image
-    set) a fresh fit at its defaults as well. Beside each fit's ``sample()``: the same
-    sampler with a ``GaussianMixture`` on its codes in place of ``sampling_flow_`` (as many
-    components, the same widening: the flow earns its place by beating it) and its samples
-    from ``flow_``, the prior of inference and of the scores.
+    set) a fresh fit at its defaults as well. Beside each fit's ``sample()`` (from the
+    mixture of its codes): its samples from ``flow_``, the prior of inference and of the
+    scores.
 
 How to run
     python benchmarks/samples.py digits --seeds 0 1 2
@@ -80,8 +79,8 @@ FASHION_ROWS = (10_000, 5_000)  # training and test images of the fashion task
 FAMILIES = {"training images": "references", "PCA + GaussianMixture": "references",
             "KernelDensity on PCA": "references", "VAE, the same networks": "VAE",
             "GLF": "GLF", "LFP": "LFP"}
-# rows of an estimator's fit beside its sample(): its codes' mixture, and its prior flow_
-CODES_ROW, PRIOR_ROW = " codes + GaussianMixture", ", drawn from flow_"
+# the row of an estimator's fit beside its sample(): the same fit drawn from its prior flow_
+PRIOR_ROW = ", drawn from flow_"
 K = 5  # neighbours of precision / recall / density / coverage
 # Sets of samples drawn from each fitted generator, their metrics averaged: load_digits' 540
 # test images make one draw's FD move by up to 0.9 between draws of the same model (GLF,
@@ -339,40 +338,10 @@ class VAE:
             return self.decoder(z)[0].numpy()
 
 
-def codes_gmm(model, X, seed):
-    """``sample()`` with a ``GaussianMixture`` in place of ``sampling_flow_``: per member, a
-    mixture of as many components fitted to that member's codes of ``X``, its covariances
-    widened as the flow's are (``_SAMPLING_TEMPERATURE**2``); each sample from a member drawn
-    uniformly, decoded by it."""
-    import torch
-
-    from skflowgen._sampling import _SAMPLING_TEMPERATURE
-    n_members, n_mixture = model.sampling_flow_.base.logits.shape
-    codes = model.transform(X).reshape(len(X), n_members, -1)
-    mixtures = [GaussianMixture(n_mixture, random_state=seed).fit(codes[:, m])
-                for m in range(n_members)]
-    for mixture in mixtures:
-        mixture.covariances_ = mixture.covariances_ * _SAMPLING_TEMPERATURE ** 2
-
-    def draw(n, random_state):
-        rng = np.random.RandomState(random_state)
-        member = rng.randint(n_members, size=n)
-        z = np.empty((n_members, n, codes.shape[-1]), dtype=np.float32)
-        for m, mixture in enumerate(mixtures):
-            mixture.random_state = rng.randint(np.iinfo(np.int32).max)
-            z[m] = mixture.sample(n)[0][rng.permutation(n)]  # sample() orders by component
-        with torch.no_grad():
-            x = model._decode(torch.as_tensor(z))[member, np.arange(n)]
-            return model._to_data(x).numpy()
-    return draw
-
-
 def prior_draw(model):
-    """``sample()`` of a copy of ``model`` without ``sampling_flow_``: latents from
+    """``sample()`` of a copy of ``model`` with one prior component: latents from
     ``flow_``, the prior that inference and the scores use."""
-    prior = pickle.loads(pickle.dumps(model))
-    del prior.sampling_flow_
-    return prior.sample
+    return pickle.loads(pickle.dumps(model)).set_params(n_prior_components=1).sample
 
 
 def split(task, seed, data_dir):
@@ -392,7 +361,7 @@ def split(task, seed, data_dir):
 
 def family_of(generator):
     """The task family a raw row's generator comes from: 'references', 'GLF', a variant..."""
-    name = generator.removesuffix(DEFAULTS_ROW).removesuffix(CODES_ROW).removesuffix(PRIOR_ROW)
+    name = generator.removesuffix(DEFAULTS_ROW).removesuffix(PRIOR_ROW)
     return FAMILIES.get(name, name)
 
 
@@ -457,11 +426,8 @@ def run(task, seed, family, threads, budgets, data_dir):
 
         def record_model(model, epochs, fit_s, suffix=""):
             record(family + suffix, model.sample, epochs, fit_s)
-            if not hasattr(model, "sampling_flow_"):  # one prior component: flow_ samples
-                return
-            # the same fit: its codes' mixture in place of sampling_flow_, and its prior
-            record(family + CODES_ROW + suffix, codes_gmm(model, X_train, seed), epochs, fit_s)
-            record(family + PRIOR_ROW + suffix, prior_draw(model), epochs, fit_s)
+            if model._prior_components > 1:  # the same fit, sampled from its prior flow_
+                record(family + PRIOR_ROW + suffix, prior_draw(model), epochs, fit_s)
         model = new_model()
         fit_s = fit(model)  # max_iter as the family sets it: the first budget, or not
         if model.n_iter_ != budgets[0]:
@@ -516,12 +482,10 @@ def report(rows, args):
         "standardised: 0 as far as new images, below 0 closer, copies). FD range: lowest and "
         "highest seed. Chosen: what each baseline's fit chose on the training images alone "
         "(PCA size q, mixture components k, bandwidth, the VAE's latent size and beta) by "
-        f"the likelihood of {VALIDATION:.0%} of them held out. `<estimator> codes + "
-        "GaussianMixture`: its `sample()` with a `GaussianMixture` of as many components as "
-        "`sampling_flow_`, fitted to each member's codes and widened as the flow is, in "
-        "place of the flow; `..., "
-        "drawn from flow_`: the same fit sampled from the prior that inference and the "
-        "scores use. The estimators "
+        f"the likelihood of {VALIDATION:.0%} of them held out. The estimators' `sample()` "
+        "draws from a `GaussianMixture` of each member's codes (`n_prior_components`); "
+        "`..., drawn from flow_`: the same fit sampled from the prior that inference and "
+        "the scores use. The estimators "
         f"run at their defaults with `image_shape={shape}`, `max_iter` the epochs, continued "
         "by `warm_start`; `..., at its defaults`: a fresh fit at the estimator's own budget "
         "(`max_iter='auto'` trains on 50,000 images in all, at least 10 epochs), where it is "

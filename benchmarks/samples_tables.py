@@ -11,7 +11,9 @@ What it measures
     components (1 to 10) chosen by BIC, the same draws with each column of few values moved
     to its nearest training value (``sample``'s rule: at most 20 distinct values, each seen
     twice or more on average), and both estimators at their defaults but ten epochs
-    (``max_iter=10``; the table default stops early, where anomalies rank best).
+    (``max_iter=10``; the table default stops early, where anomalies rank best), whose
+    ``sample`` draws ``x ~ N(g(z), diag(noise_variance_))``, and beside each the same draws
+    without the noise (the decoded mean ``g(z)``).
 
 How to run
     python benchmarks/samples_tables.py ../shared/data/adbench
@@ -37,7 +39,7 @@ import _common  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 GENERATORS = ("training rows", "GaussianMixture (BIC)", "GaussianMixture (BIC), on the support",
-              "GLF", "LFP")
+              "GLF", "GLF, the decoded mean", "LFP", "LFP, the decoded mean")
 RAW_FIELDS = ["dataset", "seed", "generator", "n_components", "auroc"]
 MAX_ITER = 10  # epochs: the table default stops after one (GLF) or five (LFP), for detection
 
@@ -77,11 +79,14 @@ def run_one(path, seed, threads):
             fake, n_components = mixture_rows.copy(), mixture_components
             if generator.endswith("on the support"):
                 fake = support._on_support(fake)
-        else:
+        elif generator in ("GLF", "LFP"):
             cls = GenerativeLatentFlow if generator == "GLF" else LangevinFlowPriorGenerator
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = cls(random_state=seed, max_iter=MAX_ITER).fit(X_train)
+            fake = model.sample(n, random_state=seed)
+        else:  # the same fit and draws without the observation noise: g(z) alone
+            model._draws_noise = False
             fake = model.sample(n, random_state=seed)
         rows.append(dict(dataset=name, seed=seed, generator=generator,
                          n_components=n_components,
@@ -106,7 +111,9 @@ def report(rows, args):
         "included); `GaussianMixture (BIC)`: full covariances, 1 to 10 components by BIC; `..., "
         "on the support`: its draws with each column of at most 20 distinct training values, "
         "each seen twice or more on average, moved to the nearest of them (the rule of the "
-        "estimators' `sample`); the estimators at their defaults (10 epochs).")
+        "estimators' `sample`); the estimators at their defaults (10 epochs), whose `sample` "
+        "draws the observation noise on tables; `..., the decoded mean`: the same draws "
+        "without it, `g(z)`.")
     _common.write_report(args.output, "samples-tables", "Samples: tables", args.threads,
                          description, ["generator", *datasets, "mean"], table)
 

@@ -2,11 +2,10 @@
 
 The convolutional estimators (``image_shape=(1, 8, 8)``) learn the 8x8 digits of
 ``load_digits`` scaled to [0, 1]. ``sample`` draws latents and decodes them: at the defaults
-on images, from a flow with a 20-component Gaussian-mixture base fitted to the codes when
-training ends (``sampling_flow_``); with ``n_prior_components=1``, from the prior trained
-with the model, whose base is the papers' ``N(0, I)``. Both fits learn the same networks:
-the mixture moves ``sample`` alone. Beside them: a ``GaussianMixture(10)`` on ``PCA(20)``
-codes, decoded by the PCA. ``transform`` encodes real digits and ``inverse_transform``
+on images, from a 20-component Gaussian mixture of the training codes; with
+``n_prior_components=1``, from the prior trained with the model, whose base is the papers'
+``N(0, I)``. The parameter moves ``sample`` alone, so one fit shows both. Beside them: a
+``GaussianMixture(10)`` on ``PCA(20)`` codes, decoded by the PCA. ``transform`` encodes real digits and ``inverse_transform``
 decodes any latent, so a straight line between the codes of two real digits morphs one into
 the other. The script writes
 
@@ -36,8 +35,9 @@ X = X / 16.0  # pixels in [0, 1]
 X, digit = X[:cfg.n_train], digit[:cfg.n_train]
 
 IMAGES = dict(image_shape=(1, 8, 8), random_state=0, **cfg.epochs)
-plain = GenerativeLatentFlow(n_prior_components=1, **IMAGES).fit(X)
 model = GenerativeLatentFlow(**IMAGES).fit(X)
+prior_samples = model.set_params(n_prior_components=1).sample(36, random_state=0)
+model.set_params(n_prior_components="auto")  # back to the default: the codes' mixture
 lfp = LangevinFlowPriorGenerator(**IMAGES).fit(X)
 print(f"fitted GLF {model.n_iter_} and LFP {lfp.n_iter_} epochs on {len(X)} digits")
 pca = PCA(20, random_state=0).fit(X)
@@ -55,9 +55,9 @@ def show(axes, images):
 
 # Real digits next to generated ones.
 panels = {"real digits": X[:36], "PCA(20) + GaussianMixture(10)": pca_samples,
-          "GLF, N(0, I) prior base": plain.sample(36, random_state=0),
-          "GLF (defaults: a mixture base)": model.sample(36, random_state=0),
-          "LFP (defaults: a mixture base)": lfp.sample(36, random_state=0)}
+          "GLF, from its prior (N(0, I) base)": prior_samples,
+          "GLF (defaults: its codes' mixture)": model.sample(36, random_state=0),
+          "LFP (defaults: its codes' mixture)": lfp.sample(36, random_state=0)}
 fig = plt.figure(figsize=(16, 3.8))
 for subfig, (title, images) in zip(fig.subfigures(1, len(panels), wspace=0.06),
                                    panels.items()):

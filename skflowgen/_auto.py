@@ -118,7 +118,7 @@ class ResolvedParameters:
 
     @property
     def _prior_components(self):
-        """Components of the base of the flow ``sample`` draws from: ``n_prior_components``
+        """Components of the density of the codes ``sample`` draws from: ``n_prior_components``
         (``'auto'``: ``_IMAGE_PRIOR_COMPONENTS`` with ``image_shape``, 1 on tables)."""
         if self.n_prior_components != "auto":
             return self.n_prior_components

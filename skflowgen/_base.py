@@ -8,7 +8,7 @@ lives in one module per concern, each a mixin of this class:
 - :mod:`skflowgen._training`: the epoch loop, trimming, early stopping, rollback;
 - :mod:`skflowgen._densities`: the noise, ``log p(x, z)``, the scores, streamed evaluation;
 - :mod:`skflowgen.outlier`: the rows a fitted model keeps, ``offset_``, ``predict``;
-- :mod:`skflowgen._sampling`: ``sample`` and the sampling flow;
+- :mod:`skflowgen._sampling`: ``sample`` and the mixture of the codes it draws from;
 - :mod:`skflowgen._persistence`: pickling.
 """
 
@@ -42,8 +42,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
 
     A model fills the template methods:
 
-    - ``_network_names``: the attributes holding its networks (saved, moved, rolled back,
-      with ``sampling_flow_`` where a fit left one: ``_module_names``);
+    - ``_network_names``: the attributes holding its networks (saved, moved, rolled back);
     - ``_build_modules(generator)``: create them (here: the flow prior and the noise);
     - ``_make_optimizers()``: ``[(optimizer, scheduler), ...]``;
     - ``_train_step(x, mask, generator, rows)``: one mini-batch, given its rows in the
@@ -57,13 +56,6 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
     """
 
     _network_names = ()
-
-    @property
-    def _module_names(self):
-        """The networks this model holds: ``_network_names``, and ``sampling_flow_`` where
-        a fit made one (:meth:`_fit_sampling_flow`)."""
-        return self._network_names + (("sampling_flow_",) if "sampling_flow_" in vars(self)
-                                      else ())
 
     def __init__(self, n_components, *, hidden_layer_sizes, n_flow_blocks, n_prior_components,
                  image_shape,
@@ -165,7 +157,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
 
     def _device(self):
         device = resolve_device(self.device)
-        for name in self._module_names:
+        for name in self._network_names:
             getattr(self, name).to(device)
         return device
 
@@ -176,7 +168,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
     # ------------------------------------------------------------ training
     def fit(self, X, y=None):
         """Fit the model to ``X``. Every row trains, unless something needs rows held out
-        (``novelty=True``, ``early_stopping``, ``n_prior_components > 1``): then
+        (``novelty=True``, ``early_stopping``): then
         ``validation_fraction`` of them (at most 4,096) are set aside before training.
         ``offset_`` is calibrated on the scores of every row of ``X`` (``novelty=False``)
         or of the held-out rows (``novelty=True``).
@@ -196,10 +188,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         self.n_samples_seen_ = len(X)
         generator = torch_generator(seeds[1], device)
         X_train = self._split_held_out(X, generator)
-        x_train, x_held = self._to_device(X_train, device), \
-            self._to_device(self._held_out_rows, device)
-        self._train_epochs(x_train, x_held if self.early_stopping else None, generator)
-        self._fit_sampling_flow(x_train, x_held, generator)
+        x_held = self._to_device(self._held_out_rows, device) if self.early_stopping else None
+        self._train_epochs(self._to_device(X_train, device), x_held, generator)
         self._keep_rows(self._sample_rows(X_train if self.novelty else X, seeds[2]))
         self._fit_offset(X)
         return self
@@ -222,8 +212,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         The rows kept (held out of training where :attr:`_holds_out`, by a key of their
         values, so that a row held out in one pass is held out in every pass; the reference
         rows; see :mod:`skflowgen.outlier`) are bounded samples of the rows seen; what is
-        derived from them is recomputed at first use after each call, ``sampling_flow_``
-        at the first :meth:`sample`.
+        derived from them (the codes' mixture :meth:`sample` draws from among them) is
+        recomputed at first use after each call.
 
         A call is all or nothing: where its epoch diverges (a non-finite loss) or is
         interrupted, the estimator is left as before the call (weights, optimizer state,
@@ -261,8 +251,6 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         samples = self._row_samples
         samples["residuals"] = samples.pop("pending residuals", samples["residuals"])
         self._keep_rows(*samples["training"][1:])
-        vars(self).pop("sampling_flow_", None)  # fitted at the next sample(): not every call
-        self._sampling_flow_pending = self._prior_components > 1
         return self
 
     def _start_training(self, X, continuing):
@@ -284,6 +272,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         if not continuing:
             self._initialize(X, seeds[0])
             self._auto_table_score, self._auto_image_score = _TABLE_SCORE, _IMAGE_SCORE
+            self._draws_noise = self.image_shape is None  # sample() on tables: x ~ p(x | z)
         device = self._device()
         for optimizer, _ in self._optimizers:  # moves optimizer state to the parameters' device
             optimizer.load_state_dict(optimizer.state_dict())
@@ -322,7 +311,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         self.noise_.variance.fill_(self._initial_noise_variance())
         x_first = self._to_model(torch.from_numpy(np.array(X[:256], dtype=np.float32)))
         with torch.no_grad():
-            self.flow_.initialize(self._initial_latents(x_first, generator), generator)
+            self.flow_.initialize(self._initial_latents(x_first, generator))
         self._optimizers = self._make_optimizers()
         self.n_iter_ = 0
         self.loss_curve_ = []
@@ -337,16 +326,16 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         self.flow_ = self._new_flow(generator)
         self.noise_ = GaussianNoise(self._n_members, self.n_features_in_)
 
-    def _new_flow(self, generator, n_mixture=1):
-        """A coupling flow on the latents, with a base of ``n_mixture`` Gaussians."""
+    def _new_flow(self, generator):
+        """A coupling flow on the latents."""
         return CouplingFlow(self.n_components_, self.n_flow_blocks, n_members=self._n_members,
-                            generator=generator, n_mixture=n_mixture)
+                            generator=generator)
 
     # ------------------------------------------------------------ public API
     def score_samples(self, X):
         """Score of each row by ``score_method``; higher is more normal. Deterministic for a
         fitted model; ``skflowgen.scores`` says what each score estimates. The density scores
-        (``'joint'``, ``'marginal'``) read the prior ``flow_``, not the ``sampling_flow_``
+        (``'joint'``, ``'marginal'``) read the prior ``flow_``, not the mixture of the codes
         that :meth:`sample` draws from (:meth:`sample` says why).
 
         Parameters
@@ -364,7 +353,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
     def score(self, X, y=None):
         """Mean log-likelihood of ``X``, the average over rows of an importance-sampled
         ``log p(x)`` (``score_method='marginal'``), whatever ``score_method`` says, under the
-        prior ``flow_`` (not ``sampling_flow_``: :meth:`sample` says why).
+        prior ``flow_`` (not the codes' mixture of :meth:`sample`, which says why).
 
         What ``GridSearchCV`` ranks models by without a scorer (as
         :meth:`sklearn.mixture.GaussianMixture.score`): a density of x alone, comparable

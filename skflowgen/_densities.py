@@ -136,7 +136,7 @@ class DensityMixin:
         """``(sum, largest)`` of the output sizes of the networks' leaf modules in one forward
         pass of ``log p(x, z)`` for one row."""
         counts = []
-        leaves = [m for name in self._module_names for m in getattr(self, name).modules()
+        leaves = [m for name in self._network_names for m in getattr(self, name).modules()
                   if not any(m.children())]
         hooks = [m.register_forward_hook(lambda m, i, out: counts.extend(
             t.numel() for t in (out if isinstance(out, tuple) else (out,))))

@@ -10,20 +10,20 @@ from ._sampling import _SAMPLING_TEMPERATURE
 
 PRIOR_COMPONENTS_DOC = f"""\
     n_prior_components : int or 'auto', default='auto'
-        Components of the base density of the flow that :meth:`sample` draws latents from.
+        Components of the density of the codes that :meth:`sample` draws latents from.
         ``'auto'``: {_IMAGE_PRIOR_COMPONENTS} with ``image_shape``, 1 on tables. 1:
-        ``flow_``, the prior trained with the model (the paper). More: when training ends,
-        ``sampling_flow_``, a flow whose base is a Gaussian mixture with full covariances
-        (FlowGMM, Izmailov et al. 2020), is fitted to the codes of the training rows
-        (``transform``): the mixture by EM on the whitened codes, then flow and mixture by
-        maximum likelihood until the codes of the held-out rows (``validation_fraction``)
-        stop improving; then each
-        component's covariance is widened by {_SAMPLING_TEMPERATURE}**2 (chosen on
-        validation images: a compromise between load_digits, best at 1.0 to 1.1, and
-        Fashion-MNIST, better wider). Codes form a cluster per kind
-        of row, which one Gaussian pushed through a flow cannot separate without mass
-        between them, where ``sample`` then draws blends. Inference, the codes and every
-        score keep ``flow_``, so this moves ``sample`` alone.
+        ``flow_``, the prior trained with the model (the paper). More: a Gaussian mixture
+        with full covariances fitted by EM (:class:`~sklearn.mixture.GaussianMixture`) to
+        the codes of the rows the model keeps (``transform``; every row given to ``fit`` up
+        to 10,000), at the first :meth:`sample` after a fit, with each component's covariance
+        widened by {_SAMPLING_TEMPERATURE}**2 (chosen on validation images: a compromise
+        between load_digits, best at 1.0 to 1.1, and Fashion-MNIST, better wider). Codes
+        form a cluster per kind of row, which one Gaussian pushed through a flow cannot
+        separate without mass between them, where ``sample`` then draws blends; a flow with
+        a mixture base (FlowGMM, Izmailov et al. 2020) refitted to the codes drew no closer
+        to the data than the mixture alone. Inference, the codes and every score keep
+        ``flow_``, so this moves ``sample`` alone, and a change of it on a fitted model
+        needs no refit.
         %(evidence)s"""
 
 COMMON_PARAMETERS_DOC = """\
@@ -79,7 +79,7 @@ default='auto'
         What ``predict`` is calibrated for, with the meaning of
         :class:`~sklearn.neighbors.LocalOutlierFactor`'s. False: to flag
         ``contamination`` of the rows given to ``fit`` (:meth:`fit_predict`; every row
-        trains, unless ``early_stopping`` or ``n_prior_components > 1`` hold some out);
+        trains, unless ``early_stopping`` holds some out);
         ``predict`` on new rows is available, but may flag more than ``contamination``
         of new normal rows, which can score lower than the rows trained on. True: to flag
         about ``contamination`` of *new* rows: ``validation_fraction`` of the rows are
@@ -152,9 +152,8 @@ default='auto'
     validation_fraction : float in (0, 1), default=0.2
         Fraction of the rows (at most 4,096) held out of training where something needs
         them: ``novelty=True`` (``offset_`` is the ``100 * contamination`` percentile of
-        their scores, the scores new rows get), ``early_stopping`` (its validation rows)
-        and ``n_prior_components > 1`` (the sampling flow's early stopping); otherwise
-        every row trains. With ``novelty=True`` the share of new rows ``predict`` flags
+        their scores, the scores new rows get) and ``early_stopping`` (its validation
+        rows); otherwise every row trains. With ``novelty=True`` the share of new rows ``predict`` flags
         strays from ``contamination`` by about ``sqrt(c (1 - c) / n_held)`` with
         ``c = contamination``; where it rounds to no row, ``offset_`` comes from the
         training rows. With ``warm_start`` on the same rows, keep an int
@@ -193,10 +192,6 @@ COMMON_ATTRIBUTES_DOC = """\
     flow_ : CouplingFlow
         The latent prior of every member; ``flow_.log_prob(z)`` of latents
         ``(n_estimators, n, n_components_)`` is the per-row log-density of each.
-    sampling_flow_ : CouplingFlow
-        With ``n_prior_components > 1``: the flow with a mixture base fitted to the
-        training codes, which :meth:`sample` draws latents from (``flow_`` otherwise);
-        after ``partial_fit``, fitted at the next :meth:`sample`.
     noise_variance_ : ndarray of shape (n_estimators, n_features_in_)
         Observation noise variances ``sigma_j^2`` of ``N(x; g(z), diag(sigma^2))`` in the
         data's units, one row per member (a single row for one member: the shape does not

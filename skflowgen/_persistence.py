@@ -13,9 +13,10 @@ _STATE_FORMAT = 4  # 4: held-out rows set offset_; derived state follows the par
 # written before them did
 _ADDED_PARAMETERS = {"n_prior_components": 1, "novelty": True, "n_jobs": None}
 # fitted state added within this state format, as a pickle written before it behaves
-# (n_samples_seen_: unknown then, counted from 0; _support: every column sampled continuous)
+# (n_samples_seen_: unknown then, counted from 0; _support: every column sampled continuous;
+# _draws_noise: sample() returns the decoded mean on tables too)
 _ADDED_STATE = {"_fitted_novelty": True, "_reference_counts": None, "_held_out_counts": None,
-                "n_samples_seen_": 0, "_support": None}
+                "n_samples_seen_": 0, "_support": None, "_draws_noise": False}
 
 
 class PersistenceMixin:
@@ -27,7 +28,7 @@ class PersistenceMixin:
             return state
         buffer = io.BytesIO()
         torch.save({
-            "modules": {n: state.pop(n).state_dict() for n in self._module_names},
+            "modules": {n: state.pop(n).state_dict() for n in self._network_names},
             "optimizers": [(o.state_dict(), s.state_dict()) for o, s in state.pop("_optimizers")],
         }, buffer)
         state["_torch_state"] = buffer.getvalue()
@@ -46,19 +47,19 @@ class PersistenceMixin:
                  if name in self._get_param_names()}
         # score_method='auto' ranked table rows by each estimator's likelihood before 'fused',
         # images by 'lof' before 'local'
+        state.pop("_sampling_flow_pending", None)
         super().__setstate__({**added, **_ADDED_STATE, "_auto_table_score": self._likelihood_score,
                               "_auto_image_score": "lof", **state})
         try:
             saved = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
             generator = torch_generator(0, "cpu")
             self._build_modules(generator)
-            sampling = saved["modules"].get("sampling_flow_")
-            if sampling is not None:  # the mixture's size is that of its weights
-                self.sampling_flow_ = self._new_flow(generator, len(sampling["base.logits"][0]))
+            # a flow refitted to the codes once sampled: sample() fits their mixture instead
+            saved["modules"].pop("sampling_flow_", None)
             self._optimizers = self._make_optimizers()
             self._load_state(saved)
         except Exception as exc:  # a corrupt or foreign blob: say what failed
             raise ValueError(f"Could not restore the networks of this pickled "
                              f"{type(self).__name__}: {exc}") from exc
-        for name in self._module_names:
+        for name in self._network_names:
             getattr(self, name).eval()

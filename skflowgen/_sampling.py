@@ -1,20 +1,23 @@
-"""Generation: ``sample`` and the flow it draws latents from (``sampling_flow_`` where
-``n_prior_components > 1``, else the prior ``flow_``).
+"""Generation: ``sample`` and the density of the codes it draws latents from (with
+``n_prior_components > 1`` a Gaussian mixture of the training codes, else the prior ``flow_``).
 """
 
 import numbers
+import warnings
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._training import torch_generator
 
-# Each component of the sampling flow's mixture, fitted to the training codes, is widened by
-# this factor (its covariance by the square), chosen on images that no fit saw and no test
-# split: FD against them was lowest from 1.0 to 1.1 on load_digits and fell on to 1.3 on
-# Fashion-MNIST (benchmarks/DEFAULTS.md, "Generating").
+# Each component of the codes' mixture is widened by this factor (its covariance by the
+# square), chosen on images that no fit saw and no test split: FD against them was lowest
+# from 1.0 to 1.1 on load_digits and fell on to 1.3 on Fashion-MNIST (benchmarks/DEFAULTS.md,
+# "Generating").
 _SAMPLING_TEMPERATURE = 1.1
 # On tables, a column that took at most this many distinct values in training, and at most
 # half as many as its observed entries (binary flags, small counts, coded categories), is
@@ -22,32 +25,54 @@ _SAMPLING_TEMPERATURE = 1.1
 _MAX_SUPPORT = 20
 
 
-class SamplingMixin:
-    """``sample`` of :class:`~skflowgen._base.BaseLatentFlow`, and the sampling flow a fit
-    leaves."""
+def fit_code_mixture(codes, n_mixture, seed, temperature):
+    """Per member, :class:`~sklearn.mixture.GaussianMixture` with ``n_mixture`` full
+    covariances (at most one per code; its other defaults) fitted by EM to that member's
+    ``codes`` (n_members, n, d), each component's covariance widened by
+    ``temperature**2``. Returns float32 arrays: the cumulative weights
+    (n_members, K), the means (n_members, K, d) and the widened Cholesky factors ``L_k``
+    of the covariances (n_members, K, d, d)."""
+    n_mixture = min(n_mixture, codes.shape[1])
+    fits = []
+    for rows, member_seed in zip(np.asarray(codes, dtype=np.float64),
+                                 np.random.RandomState(seed).randint(2 ** 31 - 1, size=len(codes))):
+        with warnings.catch_warnings():  # EM's stalling changes no draw's validity
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits.append(GaussianMixture(n_mixture, random_state=member_seed).fit(rows))
+    cumulative = np.stack([np.cumsum(f.weights_) / f.weights_.sum() for f in fits])
+    means = np.stack([f.means_ for f in fits])
+    scales = temperature * np.linalg.cholesky(np.stack([f.covariances_ for f in fits]))
+    return tuple(a.astype(np.float32) for a in (cumulative, means, scales))
 
-    def _fit_sampling_flow(self, x_train, x_held, generator):
-        """``n_prior_components > 1``: ``sampling_flow_``, a flow with a Gaussian-mixture
-        base fitted to the codes the final weights give the training rows, early-stopped on
-        the held-out rows' codes (:meth:`~skflowgen.flows.CouplingFlow.fit`), then each
-        component's covariance widened by ``_SAMPLING_TEMPERATURE**2``; the prior trained
-        with the model, ``flow_``, stays the prior of inference and of the scores. With 1
-        component, ``sample`` draws from ``flow_``."""
-        vars(self).pop("sampling_flow_", None)
-        vars(self).pop("_sampling_flow_pending", None)
+
+def draw_codes(mixture, eps, uniform):
+    """Codes of every member, (n_members, n, d), from a :func:`fit_code_mixture` mixture:
+    ``mu_k + L_k eps`` for standard normal draws ``eps`` (n, d), the component ``k`` of each
+    row picked by its uniform draw ``uniform`` (n,)."""
+    cumulative, means, scales = (torch.as_tensor(a, device=eps.device) for a in mixture)
+    component = torch.searchsorted(cumulative, uniform.expand(len(cumulative), -1)
+                                   .contiguous()).clamp_max(cumulative.shape[1] - 1)
+    members = torch.arange(len(cumulative), device=eps.device)[:, None]
+    return means[members, component] + (scales[members, component]
+                                        @ eps[None, :, :, None])[..., 0]
+
+
+class SamplingMixin:
+    """``sample`` of :class:`~skflowgen._base.BaseLatentFlow`, and the mixture of the codes
+    it draws from."""
+
+    def _code_mixture(self):
+        """``n_prior_components > 1``: :func:`fit_code_mixture` of the codes of the reference
+        rows (every row given to ``fit`` up to 10,000, or ``partial_fit``'s kept sample, and
+        the held-out rows with ``novelty``), as the current inference gives them; fitted at
+        the first :meth:`sample` after a fit and kept until the codes or the component count
+        change. None with 1 component: ``sample`` then draws from ``flow_``."""
         if self._prior_components == 1:
-            return
-        z = torch.as_tensor(self._inferred_codes(x_train), dtype=torch.float32,
-                            device=x_train.device)
-        z_held = z[:, :0] if len(x_held) == 0 else torch.as_tensor(
-            self._inferred_codes(x_held), dtype=torch.float32, device=x_train.device)
-        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator,
-                                 device=generator.device))
-        flow = self._new_flow(torch_generator(seed, "cpu"), self._prior_components)
-        with self._threads():
-            flow.to(x_train.device).fit(z, z_held, generator)
-        flow.base.widen(_SAMPLING_TEMPERATURE)
-        self.sampling_flow_ = flow.eval()
+            return None
+        key = (self._scoring_key(codes_only=True), self._prior_components)
+        return self._derived("code mixture", key, lambda: fit_code_mixture(
+            self._training_codes(torch.device("cpu")).numpy(), self._prior_components,
+            self._inference_seed, _SAMPLING_TEMPERATURE))
 
     def _fit_support(self, X, continuing):
         """On tables, ``_support``: the sorted values each column of ``X`` took (None past
@@ -77,27 +102,29 @@ class SamplingMixin:
         return X
 
     def sample(self, n_samples=1, random_state=None):
-        """Generate rows ``g(f^{-1}(u))``, ``u`` drawn from the flow's base density: that of
-        ``flow_``, ``N(0, I)``, or with ``n_prior_components > 1`` a component of
-        ``sampling_flow_``'s mixture; with
-        ``n_estimators > 1``, each row from a member drawn uniformly (the members' mixture).
-        On tables, a column that took at most 20 distinct values in training, each seen
-        twice or more on average (binary flags, small counts, coded categories), is drawn on
-        those values: each sampled value moved to the nearest of them, as tabular
-        synthesizers treat discrete columns apart (continuous draws of such a column give a
-        sample away).
+        """Generate rows from the model: a latent ``z``, then on tables ``x ~ N(g(z),
+        diag(noise_variance_))``, the model's density of a row given its latent, and with
+        ``image_shape`` its mean ``g(z)`` (independent pixel noise is not how images vary:
+        image generators show the decoded mean). With ``n_prior_components > 1``, ``z`` is
+        drawn from a Gaussian mixture of the training codes (``transform`` of the rows
+        ``fit`` kept), each component widened by %(temperature)s; with 1, ``z = f^{-1}(u)``,
+        ``u ~ N(0, I)``, from ``flow_``. With ``n_estimators > 1``, each row from a member
+        drawn uniformly (the members' mixture). On tables, a column that took at most 20
+        distinct values in training, each seen twice or more on average (binary flags, small
+        counts, coded categories), is drawn on those values: each sampled value moved to the
+        nearest of them, as tabular synthesizers treat discrete columns apart (continuous
+        draws of such a column give a sample away).
 
-        Two densities of the codes: ``sample`` draws from ``sampling_flow_`` where a fit left
-        one; inference, ``score`` and the density scores of :meth:`score_samples`
-        (``'joint'``, ``'marginal'``) read ``flow_``, the prior trained with the model. On
+        Two densities of the codes: inference, ``score`` and the density scores of
+        :meth:`score_samples` (``'joint'``, ``'marginal'``) read ``flow_``, the prior
+        trained with the model; ``sample`` reads the codes' mixture where there is one. On
         load_digits ``flow_``'s draws are far from the data (FD against validation images
-        GLF 6.96, LFP 6.51; ``sampling_flow_``'s 2.59 and 3.27). ``flow_`` stays the density
-        of the scores as LFP's inference climbs it, and a prior refitted for inference
-        pulled the codes into its components' cores (``'lof'`` on held-out digits: 93.4 to
-        88.6 mean AUPRC), though in ``flow_``'s place ``sampling_flow_`` ranks held-out
-        digits higher (GLF ``'joint'`` 88.9 to 92.3, LFP ``'marginal'`` 90.8 to 94.2; one
-        seed). benchmarks/RESULTS.md, "Density study, samples: load_digits" and "Density
-        study, scores: load_digits".
+        GLF 6.96, LFP 6.51; the codes' mixture 2.59 and 3.27); a flow with a mixture base
+        refitted to the codes by maximum likelihood never drew closer than the mixture
+        alone. ``flow_`` stays the density of the scores as LFP's inference climbs it, and
+        a prior refitted for inference pulled the codes into its components' cores
+        (``'lof'`` on held-out digits: 93.4 to 88.6 mean AUPRC). benchmarks/RESULTS.md,
+        "Density study, samples: load_digits" and "Samples: load_digits".
 
         Parameters
         ----------
@@ -113,22 +140,25 @@ class SamplingMixin:
         if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
         device = self._device()
-        if vars(self).get("_sampling_flow_pending"):  # after partial_fit: from the kept rows
-            self._fit_sampling_flow(
-                self._to_device(self._row_samples["training"][1], device),
-                self._to_device(self._row_samples["held"][1], device),
-                torch_generator(self._inference_seed + self.n_iter_, device))
+        mixture = self._code_mixture()
         seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
         generator = torch_generator(seed, "cpu")  # the same draws on any device
         d = self.n_components_
         u = torch.randn(n_samples, d, generator=generator)
         member = torch.randint(self._n_members, (n_samples, 1), generator=generator)
         component = torch.rand(n_samples, 1, generator=generator)  # picks a mixture's component
-        flow = vars(self).get("sampling_flow_", self.flow_)
+        noise = torch.randn(n_samples, self.n_features_in_ if self._draws_noise else 0,
+                            generator=generator)
 
         def generate(rows):
-            x = self._decode(flow.draw(rows[:, :d], rows[:, d + 1]))
-            return self._to_data(x[rows[:, d].long(), torch.arange(len(rows), device=device)])
+            z = self.flow_.inverse(rows[:, :d]) if mixture is None else \
+                draw_codes(mixture, rows[:, :d], rows[:, d + 1])
+            picked = rows[:, d].long()
+            x = self._decode(z)[picked, torch.arange(len(rows), device=device)]
+            if self._draws_noise:
+                x = x + self.noise_.variance[picked, 0].sqrt() * rows[:, d + 2:]
+            return self._to_data(x)
         return self._on_support(
-            self._apply(generate, torch.cat([u, member.float(), component], dim=1)))
+            self._apply(generate, torch.cat([u, member.float(), component, noise], dim=1)))
 
+    sample.__doc__ = sample.__doc__ % {"temperature": _SAMPLING_TEMPERATURE}

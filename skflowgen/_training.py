@@ -152,7 +152,7 @@ class TrainingMixin:
         finally:
             if progress is not None:
                 progress.close()
-            for name in self._module_names:
+            for name in self._network_names:
                 getattr(self, name).eval()
         if x_val is not None:
             self._load_state(best_state)
@@ -169,7 +169,7 @@ class TrainingMixin:
         of unknown size, then as many batches of about equal size), then a scoring pass of
         the last batch at the final weights (a step can leave weights that only fail on the
         next forward pass). The only host sync is at the end."""
-        for name in self._module_names:
+        for name in self._network_names:
             getattr(self, name).train()
         perm = torch.randperm(len(x), generator=generator, device=x.device)
         batch_size = self._batch_size(n_rows)
@@ -286,7 +286,7 @@ class TrainingMixin:
     def _state(self):
         """A copy of everything training changes, for rollback."""
         return _clone({
-            "modules": {n: getattr(self, n).state_dict() for n in self._module_names},
+            "modules": {n: getattr(self, n).state_dict() for n in self._network_names},
             "optimizers": [(o.state_dict(), s.state_dict()) for o, s in self._optimizers],
         })
 

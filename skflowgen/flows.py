@@ -11,32 +11,17 @@ coupling (Dinh et al., RealNVP) whose log-scale is soft-clamped to
 
 A flow holds ``n_members`` independent flows evaluated together (an ensemble):
 latents are (n_members, n, d) and per-row results (n_members, n).
-
-With ``n_mixture > 1`` the base density is a Gaussian mixture with full covariances
-(FlowGMM, Izmailov et al., ICML 2020) instead of ``N(0, I)``: codes that form separate
-clusters (an autoencoder's codes of different classes) then need no mass between them,
-which a bijection of one Gaussian cannot avoid. :meth:`CouplingFlow.fit` fits a new flow to
-given codes: the mixture by EM on the whitened codes, then everything by maximum likelihood
-until held-out codes stop improving.
 """
 
 import math
-import warnings
 
-import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 from torch import nn
 
 from .networks import Linear, member_matmul
 
 SCALE_BOUND = 2.0
 _LOG_2PI = math.log(2 * math.pi)
-# the maximum-likelihood training of fit: Adam, batches of codes, checks of the held-out
-# codes' mean log-density every _CHECK_EVERY steps, stopped after _PATIENCE checks without
-# improvement (the best weights kept) or at _MAX_STEPS
-_FIT_RATE, _FIT_BATCH, _CHECK_EVERY, _PATIENCE, _MAX_STEPS = 1e-3, 256, 50, 10, 3000
 
 
 class ActNorm(nn.Module):
@@ -115,70 +100,6 @@ class AffineCoupling(nn.Module):
         return (u - t) * torch.exp(-s)
 
 
-class GaussianMixtureBase(nn.Module):
-    """Base density ``sum_k w_k N(u; mu_k, L_k L_k^T)`` of each member: weights
-    ``softmax(logits)``, ``L_k`` lower triangular with a positive diagonal."""
-
-    def __init__(self, n_members, n_dims, n_mixture):
-        super().__init__()
-        self.logits = nn.Parameter(torch.zeros(n_members, n_mixture))
-        self.means = nn.Parameter(torch.zeros(n_members, n_mixture, n_dims))
-        self.log_diagonal = nn.Parameter(torch.zeros(n_members, n_mixture, n_dims))
-        self.lower = nn.Parameter(torch.zeros(n_members, n_mixture, n_dims, n_dims))
-
-    def cholesky(self):
-        return torch.tril(self.lower, -1) + torch.diag_embed(self.log_diagonal.exp())
-
-    @torch.no_grad()
-    def fit(self, u, seeds):
-        """EM on each member's ``u`` (n_members, n, d): scikit-learn's ``GaussianMixture``
-        with full covariances, seeded by ``seeds``."""
-        for m, (rows, seed) in enumerate(zip(u.cpu().double().numpy(), seeds)):
-            n_mixture = min(self.logits.shape[1], len(rows))
-            with warnings.catch_warnings():  # EM only starts the fit: its stalling is not ours
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                mixture = GaussianMixture(n_mixture, reg_covar=1e-2,
-                                          random_state=int(seed)).fit(rows)
-            cholesky = np.linalg.cholesky(mixture.covariances_)
-            self.logits[m] = -torch.inf  # components a tiny fit leaves out
-            self.logits[m, :n_mixture] = torch.as_tensor(np.log(mixture.weights_))
-            self.means[m, :n_mixture] = torch.as_tensor(mixture.means_)
-            self.log_diagonal[m, :n_mixture] = torch.as_tensor(
-                np.log(np.diagonal(cholesky, axis1=-2, axis2=-1)))
-            self.lower[m, :n_mixture] = torch.as_tensor(np.tril(cholesky, -1))
-
-    @torch.no_grad()
-    def widen(self, temperature):
-        """Scale every component's covariance by ``temperature**2`` (its Cholesky factor
-        by ``temperature``), keeping means and weights: draws ``mu_k + temperature L_k eps``."""
-        self.log_diagonal += math.log(temperature)
-        self.lower *= temperature
-
-    def log_prob(self, u):
-        """Per-row log-density of ``u`` (n_members, n, d). The whitened residuals
-        ``L_k^{-1} (u - mu_k)`` of all components are one product per member, so that a
-        row's value does not depend on the other rows."""
-        members, n_mixture, d = self.means.shape
-        inverse = torch.linalg.inv(self.cholesky())  # (members, K, d, d)
-        weight = inverse.reshape(members, n_mixture * d, d)
-        bias = -(inverse @ self.means[..., None]).reshape(members, 1, n_mixture * d)
-        white = member_matmul(u, weight, self.training, bias).unflatten(-1, (n_mixture, d))
-        log_normal = -0.5 * (white.square().sum(dim=-1) + d * _LOG_2PI) \
-            - self.log_diagonal.sum(dim=-1)[:, None, :]
-        return torch.logsumexp(log_normal + torch.log_softmax(self.logits, dim=-1)[:, None],
-                               dim=-1)
-
-    def draw(self, eps, uniform):
-        """Base points of every member, (n_members, n, d), from standard normal draws ``eps``
-        (n, d) and uniform draws ``uniform`` (n,) that pick each row's component."""
-        cumulative = torch.softmax(self.logits, dim=-1).cumsum(dim=-1)
-        component = torch.searchsorted(cumulative, uniform.expand(len(cumulative), -1)
-                                       .contiguous()).clamp_max(cumulative.shape[1] - 1)
-        members = torch.arange(len(cumulative), device=eps.device)[:, None]
-        scale = self.cholesky()[members, component]  # (members, n, d, d)
-        return self.means[members, component] + (scale @ eps[None, :, :, None])[..., 0]
-
-
 class CouplingFlow(nn.Module):
     """Normalizing flow ``f = f_K o ... o f_1`` from latents ``z`` to ``u ~ N(0, I)``.
 
@@ -194,17 +115,12 @@ class CouplingFlow(nn.Module):
         Independent flows evaluated together: latents are (n_members, n, d).
     generator : torch.Generator, optional
         Draws the rotations and the initial weights reproducibly.
-    n_mixture : int, default=1
-        Components of the base density: 1 is ``N(0, I)``, more a
-        :class:`GaussianMixtureBase` fitted by EM when the flow is initialised.
     """
 
-    def __init__(self, n_dims, n_blocks=5, hidden_size=64, n_members=1, generator=None,
-                 n_mixture=1):
+    def __init__(self, n_dims, n_blocks=5, hidden_size=64, n_members=1, generator=None):
         super().__init__()
         self.n_dims = n_dims
         self.n_members = n_members
-        self.base = GaussianMixtureBase(n_members, n_dims, n_mixture) if n_mixture > 1 else None
         half = torch.arange(n_dims) % 2 == 0
         layers = []
         for k in range(n_blocks):
@@ -214,52 +130,12 @@ class CouplingFlow(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     @torch.no_grad()
-    def initialize(self, z, generator=None):
-        """Data-dependent initialisation: each ActNorm whitens what it sees of ``z``; a
-        mixture base is fitted by EM to the flow's output (seeded from ``generator``)."""
+    def initialize(self, z):
+        """Data-dependent initialisation: each ActNorm whitens what it sees of ``z``."""
         for layer in self.layers:
             if isinstance(layer, ActNorm):
                 layer.initialize(z)
             z, _ = layer(z)
-        if self.base is not None:
-            self.base.fit(z, torch.randint(2 ** 31 - 1, (self.n_members,), generator=generator))
-
-    def fit(self, z, z_held, generator):
-        """Fit this flow to the codes ``z`` (n_members, n, d): :meth:`initialize` on ``z``
-        (the couplings of a new flow are the identity), then Adam on the mean log-density
-        of batches of ``z``, stopped when that of ``z_held`` stops improving. The weights
-        kept are the best for ``z_held`` among the checks and the start, so the fit never
-        ends below EM's fit of the held-out codes (without held-out codes, EM alone)."""
-        self.initialize(z, generator)
-        if z_held.shape[1] == 0:
-            return
-        optimizer = torch.optim.Adam(self.parameters(), lr=_FIT_RATE)
-
-        def held_out():
-            with torch.no_grad():
-                return float(self.log_prob(z_held).mean())
-        best, checks = held_out(), 0
-        best_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
-        self.train()
-        for step in range(1, _MAX_STEPS + 1):
-            rows = torch.randint(z.shape[1], (_FIT_BATCH,), generator=generator,
-                                 device=generator.device).to(z.device)
-            loss = -self.log_prob(z[:, rows]).mean(dim=1).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if step % _CHECK_EVERY:
-                continue
-            held = held_out()
-            if held > best:
-                best, checks = held, 0
-                best_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
-            else:
-                checks += 1
-                if checks >= _PATIENCE:
-                    break
-        self.eval()
-        self.load_state_dict(best_state)
 
     def forward(self, z):
         """Map ``z -> u``; return ``(u, log|det df/dz|)``, the latter (n_members, n)."""
@@ -278,16 +154,7 @@ class CouplingFlow(nn.Module):
     def log_prob(self, z):
         """Per-row log-density ``log p_base(f(z)) + log|det df/dz|``, (n_members, n)."""
         u, log_det = self(z)
-        if self.base is not None:
-            return self.base.log_prob(u) + log_det
         return -0.5 * (u.square().sum(dim=-1) + self.n_dims * _LOG_2PI) + log_det
-
-    def draw(self, eps, uniform):
-        """Latents of every member, (n_members, n, d), from standard normal draws ``eps``
-        (n, d) and, with a mixture base, uniform draws ``uniform`` (n,) that pick the
-        components."""
-        u = eps if self.base is None else self.base.draw(eps, uniform)
-        return self.inverse(u)
 
     def radius(self):
         """Root-mean-square distance from 0 of the latents the first ActNorm is fitted to,

@@ -69,8 +69,8 @@ class GenerativeLatentFlow(BaseLatentFlow):
     whatever the batch size, and a fit at a small ``batch_size`` costs less
     (benchmarks/RESULTS.md, "Speed").
 
-    Sampling is ``G(f^{{-1}}(u))``, ``u`` drawn from the flow's base (``N(0, I)``, or
-    with ``n_prior_components > 1`` the mixture of ``sampling_flow_``); ``score_samples`` is the
+    Sampling is ``G(f^{{-1}}(u))``, ``u ~ N(0, I)``, or with ``n_prior_components > 1``
+    ``G(z)``, ``z`` from a Gaussian mixture of the training codes; ``score_samples`` is the
     log joint of the vanishing-noise model, ``log N(x; G(E(x)), sigma^2 I) +
     log p(E(x))``, with ``sigma^2 = noise_variance_`` the mean squared training
     residual, per feature or pooled (``covariance_type``).

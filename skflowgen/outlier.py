@@ -156,8 +156,9 @@ class DetectorMixin:
     """The outlier API of :class:`~skflowgen._base.BaseLatentFlow` (as
     :class:`~sklearn.covariance.EllipticEnvelope`), with the state it keeps."""
 
-    # Parameters that act on training alone: set on a fitted model, they change no score
-    # (novelty decides which rows train and calibrate: offset_ refuses a change of it).
+    # Parameters that act on training alone (n_prior_components on sample alone): set on a
+    # fitted model, they change no score (novelty decides which rows train and calibrate:
+    # offset_ refuses a change of it).
     _training_parameters = frozenset({
         "n_components", "hidden_layer_sizes", "n_flow_blocks", "n_prior_components",
         "feature_scaling",
@@ -175,9 +176,9 @@ class DetectorMixin:
 
     @property
     def _holds_out(self):
-        """Whether training holds rows out: for ``novelty``'s offset, ``early_stopping``'s
-        validation, or the early stopping of the sampling flow (``n_prior_components > 1``)."""
-        return self.novelty or self.early_stopping or self._prior_components > 1
+        """Whether training holds rows out: for ``novelty``'s offset or ``early_stopping``'s
+        validation."""
+        return self.novelty or self.early_stopping
 
     def _split_held_out(self, X, generator):
         """``fit``'s split: where :attr:`_holds_out`, set ``validation_fraction`` of the rows

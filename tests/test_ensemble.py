@@ -44,7 +44,7 @@ def member(model, k):
     single = copy.deepcopy(model).set_params(n_estimators=1)
     single._n_members = 1
     single._build_modules(torch_generator(0, "cpu"))
-    for name in model._module_names:
+    for name in model._network_names:
         state = {key: value if key.endswith("mask") else value[k:k + 1]
                  for key, value in getattr(model, name).state_dict().items()}
         getattr(single, name).load_state_dict(state)
@@ -109,7 +109,7 @@ def test_fused_score_of_an_ensemble_standardises_its_knn_and_its_reconstruction(
 @pytest.mark.parametrize("est", CLASSES)
 def test_members_start_from_different_weights_and_learn_their_own_noise(ensembles, est):
     model = ensembles(est)
-    for name in model._module_names:
+    for name in model._network_names:
         for key, value in getattr(model, name).state_dict().items():
             if key.endswith("mask") or not value.any():
                 continue
@@ -120,13 +120,15 @@ def test_members_start_from_different_weights_and_learn_their_own_noise(ensemble
 
 @pytest.mark.parametrize("est", CLASSES)
 def test_sample_draws_each_row_from_one_member(ensembles, est):
-    """With one member's decoder pinned to a constant far from the data, about a third of the
-    rows are exactly that constant and the others nowhere near it."""
+    """With one member's decoder pinned to a constant far from the data, and its noise to
+    none, about a third of the rows are exactly that constant and the others nowhere near
+    it."""
     model = copy.deepcopy(ensembles(est))
     decoder = model.decoder_ if est == "GLF" else model.generator_
     with torch.no_grad():
         decoder[-1].weight[1] = 0.0
         decoder[-1].bias[1] = 100.0
+        model.noise_.variance[1] = 0.0
     rows = model.sample(600, random_state=0)
     pinned = (np.abs(rows) > 50).all(axis=1)  # the constant, mapped back to the data's units
     assert (rows[pinned] == rows[pinned][0]).all()

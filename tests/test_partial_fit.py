@@ -284,19 +284,20 @@ def test_langevin_chains_start_from_the_encoder_each_call(monkeypatch):
     assert sum(starts) == 2 * trained
 
 
-def test_sampling_flow_is_fitted_at_the_first_sample_after_partial_fit(digits01):
-    """With ``n_prior_components > 1`` a call leaves the sampling flow to the next ``sample``
-    (fitting it every call would cost more than the epoch), which fits it once, from the
-    kept rows, the same before and after pickling."""
+def test_code_mixture_is_fitted_at_the_first_sample_after_partial_fit(digits01):
+    """With ``n_prior_components > 1`` a call leaves the codes' mixture to the next
+    ``sample`` (fitting it every call would cost more than the epoch), which fits it once,
+    from the kept rows, the same before and after pickling; the next call drops it."""
     model = GenerativeLatentFlow(image_shape=(1, 8, 8), n_prior_components=3, n_estimators=1,
                                  random_state=0, **TINY).partial_fit(digits01[0][:300])
-    assert "sampling_flow_" not in vars(model)
+    assert "code mixture" not in model._derived_state
     restored = pickle.loads(pickle.dumps(model))
     drawn = model.sample(5, random_state=0)
-    assert model.sampling_flow_.base.logits.shape[-1] == 3
+    assert model._derived_state["code mixture"][1][0].shape == (1, 3)
     np.testing.assert_array_equal(model.sample(5, random_state=0), drawn)
     np.testing.assert_array_equal(restored.sample(5, random_state=0), drawn)
     model.partial_fit(digits01[0][300:600])
+    assert "code mixture" not in model._derived_state
     assert not np.array_equal(model.sample(5, random_state=0), drawn)
 
 

@@ -51,7 +51,7 @@ def fit_quietly(model, data=X):
 
 
 def modules(model):
-    return [getattr(model, name) for name in model._module_names]
+    return [getattr(model, name) for name in model._network_names]
 
 
 def all_finite(model):
@@ -295,7 +295,7 @@ def test_pickle_holds_state_dict_bytes_not_modules(fitted, est):
     state = model.__getstate__()
     assert isinstance(state["_torch_state"], bytes)
     assert state["_state_format"] == persistence._STATE_FORMAT
-    for name in model._module_names:
+    for name in model._network_names:
         assert name not in state
     assert not any(isinstance(v, (torch.nn.Module, torch.optim.Optimizer, torch.Tensor))
                    for v in state.values())
@@ -341,38 +341,42 @@ def test_pickle_written_by_an_earlier_release_of_this_format_loads_and_predicts(
 
 
 @pytest.mark.parametrize("est", CLASSES)
-def test_sampling_flow_moves_the_samples_alone(fitted, est):
-    """The mixture of ``n_prior_components > 1`` lives in ``sampling_flow_``: inference and
-    the scores keep the prior trained with the model, so every output but ``sample`` is
-    bit-identical to the model with one component trained on the same rows (its early
-    stopping holds rows out of training, as ``novelty=True`` does), and the samples
-    differ."""
-    plain = outputs(fitted(est, novelty=True))
-    mixture = outputs(fitted(est, novelty=True, n_prior_components=3))
-    assert not np.allclose(plain.pop("sample"), mixture.pop("sample"))
+def test_code_mixture_moves_the_samples_alone(fitted, est):
+    """The mixture of ``n_prior_components > 1`` is drawn from by ``sample`` alone:
+    inference and the scores keep the prior trained with the model, so every output but
+    ``sample`` is bit-identical to the model with one component, and the samples differ;
+    set on a fitted model, it moves the samples without a refit."""
+    plain = outputs(fitted(est))
+    mixture = outputs(fitted(est, n_prior_components=3))
+    assert not np.allclose(plain["sample"], mixture["sample"])
     for key in plain:
-        np.testing.assert_array_equal(mixture[key], plain[key], err_msg=key)
+        if key != "sample":
+            np.testing.assert_array_equal(mixture[key], plain[key], err_msg=key)
+    model = pickle_round_trip(fitted(est))
+    np.testing.assert_array_equal(model.set_params(n_prior_components=3).sample(
+        len(mixture["sample"]), random_state=0), mixture["sample"])
 
 
 @pytest.mark.parametrize("est", CLASSES)
-def test_sampling_flow_is_the_fitted_mixture_widened(fitted, est, monkeypatch):
-    """``sampling_flow_`` is the flow fitted to the codes with each mixture component's
-    covariance widened by ``_SAMPLING_TEMPERATURE**2``: the same fit without the widening
-    has the same weights, means and couplings, and Cholesky factors smaller by it."""
+def test_code_mixture_is_the_fitted_mixture_widened(fitted, est, monkeypatch):
+    """The codes' mixture has each component's covariance widened by
+    ``_SAMPLING_TEMPERATURE**2``: the same fit without the widening has the same weights
+    and means, and Cholesky factors smaller by it."""
     import skflowgen._sampling as sampling
     temperature = sampling._SAMPLING_TEMPERATURE
-    wide = fitted(est, n_prior_components=3).sampling_flow_
+    model = pickle_round_trip(fitted(est, n_prior_components=3))
+    wide = model._code_mixture()
     monkeypatch.setattr(sampling, "_SAMPLING_TEMPERATURE", 1.0)
-    narrow = fit_quietly(make(est, score_method="joint", n_prior_components=3)).sampling_flow_
-    assert temperature > 1
-    torch.testing.assert_close(wide.base.cholesky(), narrow.base.cholesky() * temperature)
-    for name, value in narrow.state_dict().items():
-        if name not in ("base.log_diagonal", "base.lower"):
-            torch.testing.assert_close(wide.state_dict()[name], value, msg=name)
+    model._derived_state.clear()
+    narrow = model._code_mixture()
+    assert temperature > 1 and wide[0].shape[-1] == 3
+    np.testing.assert_array_equal(wide[0], narrow[0])
+    np.testing.assert_array_equal(wide[1], narrow[1])
+    np.testing.assert_allclose(wide[2], narrow[2] * temperature, rtol=1e-6)
 
 
-def test_sampling_flow_draws_no_blends_of_separate_clusters():
-    """Two clusters of rows far apart: the codes' mixture of ``sampling_flow_`` draws few
+def test_code_mixture_draws_no_blends_of_separate_clusters():
+    """Two clusters of rows far apart: the codes' mixture draws few
     samples between them, the prior trained with the model (one Gaussian through a flow)
     many. GLF alone: its decoder maps codes back to rows as an autoencoder does, so the
     samples show where the latents were drawn."""
@@ -386,8 +390,7 @@ def test_sampling_flow_draws_no_blends_of_separate_clusters():
         return np.mean((t > 0.25) & (t < 0.75))
     model = fit_quietly(make("GLF", hidden_layer_sizes=(16,), max_iter=30, batch_size=16,
                              n_components=2, n_estimators=1, n_prior_components=2), rows)
-    prior = pickle_round_trip(model)
-    del prior.sampling_flow_  # sample() then draws from flow_
+    prior = pickle_round_trip(model).set_params(n_prior_components=1)  # draws from flow_
     assert between(rows) == 0
     assert between(model.sample(2000, random_state=0)) < \
         between(prior.sample(2000, random_state=0)) / 2
@@ -407,16 +410,38 @@ def test_sample_draws_few_valued_columns_on_their_training_values(est):
 
 
 @pytest.mark.parametrize("est", CLASSES)
-def test_sampling_flow_survives_pickling(fitted, est):
-    """``n_prior_components > 1``: the fit leaves a ``sampling_flow_`` with the mixture
-    base (none with 1), and the model pickles with it: same scores, same samples."""
-    model = fitted(est, n_prior_components=3)
-    assert model.sampling_flow_.base.logits.shape[-1] == 3
-    assert not hasattr(fitted(est), "sampling_flow_")
-    restored = pickle_round_trip(model)
-    np.testing.assert_array_equal(restored.score_samples(X_TEST), model.score_samples(X_TEST))
-    np.testing.assert_array_equal(restored.sample(7, random_state=0),
-                                  model.sample(7, random_state=0))
+def test_sample_draws_the_observation_noise_on_tables_alone(fitted, est):
+    """On tables ``sample`` draws ``x ~ N(g(z), diag(noise_variance_))``: with the noise
+    variance made four times larger, the same draws move by the noise itself, whose
+    variance per column is that of the members' mixture; with ``image_shape`` the
+    samples are the decoded mean, whatever the noise."""
+    table = pickle_round_trip(fitted(est, n_estimators=2))
+    wider = pickle_round_trip(table)
+    wider.noise_.variance *= 4  # the noise draw doubles, nothing else moves
+    noise = wider.sample(8000, random_state=0) - table.sample(8000, random_state=0)
+    np.testing.assert_allclose(noise.var(axis=0), table.noise_variance_.mean(axis=0), rtol=0.1)
+    assert np.all(np.abs(noise.mean(axis=0)) < 4 * np.sqrt(table.noise_variance_.max() / 8000))
+    rng = np.random.RandomState(0)
+    images = fit_quietly(make(est, image_shape=(1, 4, 4), n_components=2), rng.rand(40, 16))
+    wider = pickle_round_trip(images)
+    wider.noise_.variance *= 4
+    np.testing.assert_array_equal(wider.sample(50, random_state=0),
+                                  images.sample(50, random_state=0))
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_code_mixture_survives_pickling(fitted, est):
+    """``n_prior_components > 1``: a model pickled before its first ``sample`` and one
+    pickled after draw the same samples as the model (the mixture, fitted at the first
+    ``sample``, is the same from the kept rows), and score alike."""
+    model = pickle_round_trip(fitted(est, n_prior_components=3))
+    before = pickle_round_trip(model)
+    drawn = model.sample(7, random_state=0)
+    after = pickle_round_trip(model)
+    for restored in (before, after):
+        np.testing.assert_array_equal(restored.score_samples(X_TEST),
+                                      model.score_samples(X_TEST))
+        np.testing.assert_array_equal(restored.sample(7, random_state=0), drawn)
 
 
 @pytest.mark.parametrize("est", CLASSES)

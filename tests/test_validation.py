@@ -283,7 +283,7 @@ def test_missing_cuda_warns_and_runs_on_cpu(est, device):
     model = FACTORIES[est](device=device)
     with pytest.warns(UserWarning, match="CUDA"):
         _fit(model, X)
-    for name in model._module_names:
+    for name in model._network_names:
         assert all(p.device.type == "cpu" for p in getattr(model, name).parameters())
     with pytest.warns(UserWarning, match="CUDA"):
         scores = model.score_samples(X)

@@ -45,9 +45,9 @@ class PersistenceMixin:
                              "of skflowgen; refit it with the installed version.")
         added = {name: value for name, value in _ADDED_PARAMETERS.items()
                  if name in self._get_param_names()}
+        state.pop("_sampling_flow_pending", None)  # the earlier sampling flow's, refitted no more
         # score_method='auto' ranked table rows by each estimator's likelihood before 'fused',
         # images by 'lof' before 'local'
-        state.pop("_sampling_flow_pending", None)
         super().__setstate__({**added, **_ADDED_STATE, "_auto_table_score": self._likelihood_score,
                               "_auto_image_score": "lof", **state})
         try:

@@ -46,10 +46,10 @@ def fit_code_mixture(codes, n_mixture, seed, temperature):
 
 
 def draw_codes(mixture, eps, uniform):
-    """Codes of every member, (n_members, n, d), from a :func:`fit_code_mixture` mixture:
-    ``mu_k + L_k eps`` for standard normal draws ``eps`` (n, d), the component ``k`` of each
-    row picked by its uniform draw ``uniform`` (n,)."""
-    cumulative, means, scales = (torch.as_tensor(a, device=eps.device) for a in mixture)
+    """Codes of every member, (n_members, n, d), from a :func:`fit_code_mixture` mixture (as
+    tensors on the device of ``eps``): ``mu_k + L_k eps`` for standard normal draws ``eps``
+    (n, d), the component ``k`` of each row picked by its uniform draw ``uniform`` (n,)."""
+    cumulative, means, scales = mixture
     component = torch.searchsorted(cumulative, uniform.expand(len(cumulative), -1)
                                    .contiguous()).clamp_max(cumulative.shape[1] - 1)
     members = torch.arange(len(cumulative), device=eps.device)[:, None]
@@ -141,6 +141,8 @@ class SamplingMixin:
             raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
         device = self._device()
         mixture = self._code_mixture()
+        if mixture is not None:  # on the device once, not per chunk of rows
+            mixture = tuple(torch.as_tensor(a, device=device) for a in mixture)
         seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
         generator = torch_generator(seed, "cpu")  # the same draws on any device
         d = self.n_components_

@@ -47,7 +47,8 @@ def test_draw_codes_follow_the_mixture():
     means = 10 * torch.randn(2, 3, 2, generator=g).numpy()
     scales = torch.tril(torch.randn(2, 3, 2, 2, generator=g)).numpy()
     eps, uniform = torch.randn(60_000, 2, generator=g), torch.rand(60_000, generator=g)
-    draws = draw_codes((cumulative, means, scales), eps, uniform).numpy()
+    draws = draw_codes(tuple(map(torch.as_tensor, (cumulative, means, scales))), eps,
+                       uniform).numpy()
     for m in range(2):
         for k in range(3):
             picked = np.searchsorted(cumulative[m], uniform.numpy()) == k

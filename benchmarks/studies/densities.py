@@ -58,8 +58,7 @@ def samplers(model):
     drawing from each mixture of :data:`MIXTURES` of its codes, and from ``flow_``."""
     from skflowgen._sampling import fit_code_mixture
     codes = model._training_codes(torch.device("cpu")).numpy()
-    out = {("prior", "", ""): pickle.loads(pickle.dumps(model)).set_params(
-        n_prior_components=1).sample}
+    out = {("prior", "", ""): samples.prior_draw(model)}
     for components, temperature in MIXTURES:
         copied = pickle.loads(pickle.dumps(model))
         mixture = fit_code_mixture(codes, components, model._inference_seed, temperature)

@@ -21,6 +21,7 @@ _IMAGE_SCORE = "local"  # score_method='auto' with image_shape
 _IMAGE_MIN_EPOCHS = 10  # max_iter='auto' with image_shape: epochs, at least
 _IMAGE_ROWS_SEEN = 50_000  # max_iter='auto' with image_shape: images trained on, at least
 _IMAGE_PRIOR_COMPONENTS = 20  # n_prior_components='auto' with image_shape
+_IMAGE_BATCH_SIZE = 16  # batch_size='auto' with image_shape: rows a training batch
 
 
 def resolve_device(device):
@@ -88,9 +89,9 @@ class ResolvedParameters:
         return max(_IMAGE_MIN_EPOCHS, -(-_IMAGE_ROWS_SEEN // n_rows))
 
     def _auto_batch_size(self, n_rows):
-        """``batch_size='auto'`` for ``n_rows`` training rows: 10 or more steps an epoch on
-        tables, 32 or more with ``image_shape``."""
-        return auto_batch_size(n_rows, 10 if self.image_shape is None else 32)
+        """``batch_size='auto'`` for ``n_rows`` training rows (None: of unknown number): 10
+        or more steps an epoch on tables, ``_IMAGE_BATCH_SIZE`` rows with ``image_shape``."""
+        return auto_batch_size(n_rows) if self.image_shape is None else _IMAGE_BATCH_SIZE
 
     def _batch_size(self, n_rows):
         """Rows per training batch of ``n_rows`` training rows."""

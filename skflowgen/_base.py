@@ -203,8 +203,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         ``feature_scaling`` from its block; each call then runs one epoch over its rows
         (``n_iter_`` and ``loss_curve_`` grow by one) at a constant learning rate:
         ``max_iter``, ``tol``, ``early_stopping`` and ``fit``'s learning-rate schedule do
-        not apply, and ``batch_size='auto'`` is 256 (its value for ``fit`` on large data),
-        the call's rows cut into batches of about equal size. ``sigma^2`` is fitted to the
+        not apply, and ``batch_size='auto'`` is its value for ``fit`` on large data (256
+        rows on tables), the call's rows cut into batches of about equal size. ``sigma^2`` is fitted to the
         residuals of about the last pass over the rows (as many rows as the distinct
         training rows seen, at most 10,000). LFP's chains start from the inference network
         in every call.

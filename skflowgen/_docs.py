@@ -4,8 +4,8 @@ Each estimator fills the ``%(...)s`` slots with its own defaults and the evidenc
 them, as citations of benchmarks/RESULTS.md sections; no figure is copied here.
 """
 
-from ._auto import (_IMAGE_MIN_EPOCHS, _IMAGE_PRIOR_COMPONENTS, _IMAGE_ROWS_SEEN, _IMAGE_SCORE,
-                    _TABLE_SCORE)
+from ._auto import (_IMAGE_BATCH_SIZE, _IMAGE_MIN_EPOCHS, _IMAGE_PRIOR_COMPONENTS, _IMAGE_ROWS_SEEN,
+                    _IMAGE_SCORE, _TABLE_SCORE)
 from ._sampling import _SAMPLING_TEMPERATURE
 
 PRIOR_COMPONENTS_DOC = f"""\
@@ -122,18 +122,22 @@ default='auto'
         Fashion-MNIST 10 epochs were already ahead (benchmarks/DEFAULTS.md, "Generating").
         Raise it (10 or more) for sampling, imputation and model selection by
         :meth:`score`.
-""" + """\
+""" + f"""\
     batch_size : int or 'auto', default='auto'
         Rows per training mini-batch. ``'auto'`` trains on
         ``min(256, max(16, n_samples // 10))`` rows, so that even a small table
         gets ten or more steps per epoch, and with ``image_shape`` on
-        ``min(256, max(16, n_samples // 32))``: a convolutional network needs more
-        steps (benchmarks/RESULTS.md, "Images"). Evaluation (scoring, ``transform``,
-        ``sample``...) streams over chunks sized by memory instead: about 64 MiB
-        of network activations each, whatever the number of rows. In
-        ``partial_fit``, whose rows are a part of data of unknown size, ``'auto'``
-        is 256, and a call's rows are cut into as many batches as that size needs,
-        of about equal size.
+        {_IMAGE_BATCH_SIZE}: a convolutional network learns from its steps, and on
+        the CPU a small batch costs little more per image: on Fashion-MNIST's 10,000
+        images, 16 rows (625 steps an epoch, against 40 at the 250 rows of the rule
+        for tables) drew samples far nearer the data for about the same fit time
+        (benchmarks/DEFAULTS.md, "Generating").
+        Evaluation (scoring, ``transform``, ``sample``...) streams over chunks sized
+        by memory instead: about 64 MiB of network activations each, whatever the
+        number of rows. In ``partial_fit``, whose rows are a part of data of unknown
+        size, ``'auto'`` is its value on large data (256 on tables), and a call's
+        rows are cut into as many batches as that size needs, of about equal size.
+""" + """\
     tol : float or None, default=None
         Minimum improvement of the training loss (GLF: of its reconstruction
         error; with ``early_stopping``: of the validation score) that resets

@@ -221,10 +221,10 @@ def test_an_image_model_pickled_before_local_keeps_ranking_by_lof(monkeypatch, d
     (100, None, 16),            # 100 training rows // 10 = 10: the floor of 16
     (4000, None, 256),          # 4,000 // 10 = 400: the cap of 256
     (640, None, 64),            # 640 // 10: ten steps an epoch on tables
-    (1000, (1, 8, 8), 31)])     # 1000 // 32: 32 steps an epoch with image_shape
+    (1000, (1, 8, 8), 16)])     # 16 rows with image_shape, whatever the number
 def test_auto_batch_size_trains_on_its_rule(digits01, est, n_rows, image_shape, batch):
     """``batch_size='auto'``: ``min(256, max(16, n // 10))`` training rows a batch on tables,
-    ``n // 32`` with ``image_shape``, read from the optimizers' step counts after one epoch
+    16 with ``image_shape``, read from the optimizers' step counts after one epoch
     (the training rows are those not held out: all of them here, where nothing needs rows
     held out)."""
     X = np.tile(digits01[0], (3, 1))[:n_rows]

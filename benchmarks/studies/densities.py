@@ -21,6 +21,10 @@ What it measures
 How to run
     python benchmarks/studies/densities.py digits --seeds 0 1 2 --n-jobs 2
     python benchmarks/studies/densities.py fashion --seeds 0 1 --n-jobs 2 --data-dir DIR
+    python benchmarks/studies/densities.py fashion --models 'GLF[batch_size=32]' ...
+
+``--models`` takes an estimator at its defaults (``GLF``, ``LFP``) or a variant of one, its
+parameters in brackets.
 
 Raw rows go to ``--raw`` as each run ends and are not run again; the table goes to the
 ``densities-samples-<task>`` section of ``--output``.
@@ -29,6 +33,7 @@ Raw rows go to ``--raw`` as each run ends and are not run again; the table goes 
 import argparse
 import pickle
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -42,7 +47,7 @@ import samples  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FIELDS = ["task", "seed", "model", "sampler", "components", "temperature", "fd", "coverage",
-          "precision", "copying"]
+          "precision", "copying", "fit_s"]
 # (components, temperature) of the mixtures: the default's neighbours along each axis
 MIXTURES = [(10, 1.1), (20, 1.1), (40, 1.1), (20, 0.9), (20, 1.0), (20, 1.2), (20, 1.3)]
 
@@ -76,14 +81,18 @@ def run_samples(task, seed, model_name, data_dir):
     space = (samples.FeatureSpace(X_fit, y_fit, seed) if task == "digits"
              else samples.CNNFeatureSpace(X_fit, y_fit, seed, shape))
     copying = samples.Copying(space(X_fit), space(X_val))
-    cls = dict(GLF=GenerativeLatentFlow, LFP=LangevinFlowPriorGenerator)[model_name]
-    model = fit_quietly(cls(image_shape=shape, random_state=seed), X_fit)
+    name, _, spec = model_name.partition("[")  # a variant: 'GLF[batch_size=64]'
+    cls = dict(GLF=GenerativeLatentFlow, LFP=LangevinFlowPriorGenerator)[name]
+    start = time.perf_counter()
+    model = fit_quietly(cls(image_shape=shape, random_state=seed,
+                            **_common.parse_params(spec.rstrip("]"))), X_fit)
+    fit_s = time.perf_counter() - start
     rows = []
     for (sampler, components, temperature), sample in samplers(model).items():
         scores = [samples.evaluate(space, X_val, sample(len(X_val), seed + 1000 * k), copying)
                   for k in range(samples.DRAWS[task])]
         rows.append(dict(task=task, seed=seed, model=model_name, sampler=sampler,
-                         components=components, temperature=temperature,
+                         components=components, temperature=temperature, fit_s=fit_s,
                          **{key: np.mean([s[key] for s in scores])
                             for key in ("fd", "coverage", "precision", "copying")}))
     return rows
@@ -101,11 +110,13 @@ def report(rows, args):
                           " / ".join(f"{v:.2f}" for v in fd),
                           *(f"{np.mean([float(r[m]) for r in mine]):.2f}"
                             for m in ("coverage", "precision")),
-                          f"{np.mean([float(r['copying']) for r in mine]):.1f}"])
+                          f"{np.mean([float(r['copying']) for r in mine]):.1f}",
+                          f"{np.mean([float(r['fit_s'] or 'nan') for r in mine]):.0f}"])
     seeds = sorted({int(r["seed"]) for r in rows})
     return (f"the training split of `benchmarks/samples.py` (seeds {', '.join(map(str, seeds))}) "
             "split 80/20 into fit and validation images; the test split is not read. Each "
-            "estimator at its defaults fitted on the fit images; its `sample()` with each "
+            "estimator at its defaults (or the variant named) fitted on the fit images, in "
+            "the fit seconds given (one thread); its `sample()` with each "
             "density of its codes: `mixture`, the package's Gaussian mixture of the codes "
             "(the default: 20 components widened by 1.1) at other component counts and "
             "widenings; `prior`: `flow_`. FD, coverage and precision against the validation "
@@ -114,7 +125,7 @@ def report(rows, args):
             "copying Z against the fit images (Meehan et al. 2020: 0 as far as new images, "
             "below 0 closer)."), \
         ["model", "sampler", "components", "widening", "FD", "FD per seed", "coverage",
-         "precision", "copying Z"], table
+         "precision", "copying Z", "fit s"], table
 
 
 def main():

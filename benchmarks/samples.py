@@ -315,7 +315,7 @@ class VAE:
     def fit(self, X, epochs):
         torch = self.torch
         x_all = torch.as_tensor(X, dtype=torch.float32)
-        batch = min(256, max(16, len(X) // 32))  # GLF's batch_size='auto' on images
+        from skflowgen._auto import _IMAGE_BATCH_SIZE as batch  # GLF's 'auto' on images
         for _ in range(epochs):
             for rows in torch.randperm(len(X), generator=self.generator).split(batch):
                 recon, kl = self._terms(x_all[rows])

@@ -21,13 +21,14 @@ What it measures
 How to run
     python benchmarks/studies/densities.py digits --seeds 0 1 2 --n-jobs 2
     python benchmarks/studies/densities.py fashion --seeds 0 1 --n-jobs 2 --data-dir DIR
-    python benchmarks/studies/densities.py fashion --models 'GLF[batch_size=32]' ...
+    python benchmarks/studies/densities.py fashion --seeds 0 1 --n-jobs 2 --study batch \
+        --models 'GLF[batch_size=16]' 'GLF[batch_size=250]' ...
 
 ``--models`` takes an estimator at its defaults (``GLF``, ``LFP``) or a variant of one, its
-parameters in brackets.
+parameters in brackets; ``--study`` names the raw file and the section of the results.
 
-Raw rows go to ``--raw`` as each run ends and are not run again; the table goes to the
-``densities-samples-<task>`` section of ``--output``.
+Raw rows go to ``--raw`` (``densities_<study>_<task>_raw.csv``) as each run ends and are not
+run again; the table goes to the ``densities-<study>-<task>`` section of ``--output``.
 """
 
 import argparse
@@ -137,8 +138,10 @@ def main():
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--raw", type=Path)
     parser.add_argument("--output", type=Path, default=_common.DEFAULT_RESULTS)
+    parser.add_argument("--study", default="samples",
+                        help="names the raw file and the section (e.g. 'batch' for variants)")
     args = parser.parse_args()
-    args.raw = args.raw or HERE / f"densities_samples_{args.task}_raw.csv"
+    args.raw = args.raw or HERE / f"densities_{args.study}_{args.task}_raw.csv"
     tasks = [(args.task, seed, m) for seed in args.seeds for m in args.models]
 
     def key(r):
@@ -150,8 +153,8 @@ def main():
     done = _common.run_resumable(args.raw, FIELDS, tasks, one, key, args.n_jobs, True)
     description, header, table = report([r for r in done if key(r) in set(tasks)], args)
     name = "load_digits" if args.task == "digits" else "Fashion-MNIST"
-    _common.write_report(args.output, f"densities-samples-{args.task}",
-                         f"Density study, samples: {name}", 1, f"{name}: {description}",
+    _common.write_report(args.output, f"densities-{args.study}-{args.task}",
+                         f"Density study, {args.study}: {name}", 1, f"{name}: {description}",
                          header, table)
 
 

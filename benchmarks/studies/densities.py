@@ -100,19 +100,24 @@ def run_samples(task, seed, model_name, data_dir):
 
 
 def report(rows, args):
+    def seconds(mine):  # the fits timed (rows carried over from before fit_s have none)
+        fit = [float(r["fit_s"]) for r in mine if r["fit_s"]]
+        return f"{np.mean(fit):.0f}" if fit else ""
     table = []
     for model in dict.fromkeys(r["model"] for r in rows):
         for sampler in dict.fromkeys((r["sampler"], r["components"], r["temperature"])
                                      for r in rows):
             mine = [r for r in rows if r["model"] == model
                     and (r["sampler"], r["components"], r["temperature"]) == sampler]
+            if not mine:
+                continue
             fd = [float(r["fd"]) for r in mine]
             table.append([model, *sampler, f"{np.mean(fd):.3f}",
                           " / ".join(f"{v:.2f}" for v in fd),
                           *(f"{np.mean([float(r[m]) for r in mine]):.2f}"
                             for m in ("coverage", "precision")),
                           f"{np.mean([float(r['copying']) for r in mine]):.1f}",
-                          f"{np.mean([float(r['fit_s'] or 'nan') for r in mine]):.0f}"])
+                          seconds(mine)])
     seeds = sorted({int(r["seed"]) for r in rows})
     return (f"the training split of `benchmarks/samples.py` (seeds {', '.join(map(str, seeds))}) "
             "split 80/20 into fit and validation images; the test split is not read. Each "

@@ -117,9 +117,10 @@ default='auto'
         improving long after the ranking peaks.
         %(max_iter_evidence)s
         A small image set wants more: after 10 epochs of load_digits the networks are
-        still blurred, after 50 both estimators drew samples ahead of scikit-learn's
-        generators and their local scores ranked the held-out digits higher, where on
-        Fashion-MNIST 10 epochs were already ahead (benchmarks/DEFAULTS.md, "Generating").
+        still blurred, after 40 both estimators drew samples ahead of scikit-learn's
+        tuned generators and their local scores ranked the held-out digits higher; a
+        larger set takes as many steps in fewer epochs (benchmarks/DEFAULTS.md,
+        "Generating").
         Raise it (10 or more) for sampling, imputation and model selection by
         :meth:`score`.
 """ + f"""\

@@ -56,8 +56,8 @@ _PRIOR_COMPONENTS_DOC = PRIOR_COMPONENTS_DOC % dict(evidence=(
     "The mixture stays out of inference: the Langevin steps climb ``log p(z)``,\n        "
     "and a refitted prior's sharp components pulled the codes into their cores, which\n        "
     "cost the ``'lof'`` scores of load_digits 4.8 AUPRC points. Drawn from the\n        "
-    "mixture, the samples were ahead of ``N(0, I)``'s on load_digits and ahead of\n        "
-    "scikit-learn's generators on Fashion-MNIST (benchmarks/RESULTS.md, \"Samples:\n        "
+    "mixture, the samples were ahead of ``N(0, I)``'s on both image tasks and of\n        "
+    "scikit-learn's tuned generators on load_digits (benchmarks/RESULTS.md, \"Samples:\n        "
     "load_digits\", \"Samples: Fashion-MNIST\"; benchmarks/DEFAULTS.md, \"Generating\")."))
 
 

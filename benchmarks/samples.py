@@ -365,11 +365,18 @@ def family_of(generator):
     return FAMILIES.get(name, name)
 
 
+def estimator(family, shape, seed):
+    """The skflowgen estimator ``family`` names for images of ``shape``: ``'GLF'``, ``'LFP'``
+    at their defaults, or a variant with its parameters in brackets, ``'GLF[batch_size=32]'``."""
+    name, _, spec = family.partition("[")
+    return _common.estimator_class(name.lower())(image_shape=shape, random_state=seed,
+                                                 **_common.parse_params(spec.rstrip("]")))
+
+
 def run(task, seed, family, threads, budgets, data_dir):
     """The raw rows of one seed and generator family; a row shown in the figure carries 36
     random samples (``grid``, not written to the raw file)."""
     limits = _common.limit_threads(threads)  # noqa: F841 (kept alive for the run)
-    from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
     shape = SHAPES[task]
     X_train, X_test, y_train, y_test = split(task, seed, data_dir)
     space = (FeatureSpace(X_train, y_train, seed) if task == "digits"
@@ -409,12 +416,8 @@ def run(task, seed, family, threads, budgets, data_dir):
             record("VAE, the same networks", lambda n, _: vae.sample(n), budget, fit_s,
                    ", ".join(f"{k}={v}" for k, v in chosen.items()))
     else:  # an estimator at its defaults, or a variant: 'GLF[n_prior_components=20]'
-        name, _, spec = family.partition("[")
-        cls = dict(GLF=GenerativeLatentFlow, LFP=LangevinFlowPriorGenerator)[name]
-
         def new_model():
-            return cls(image_shape=shape, random_state=seed,
-                       **_common.parse_params(spec.rstrip("]")))
+            return estimator(family, shape, seed)
 
         def fit(model, **params):
             model.set_params(**params)

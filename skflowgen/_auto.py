@@ -55,10 +55,10 @@ def torch_threads(n_threads):
         torch.set_num_threads(before)
 
 
-def auto_batch_size(n_rows, steps=10):
-    """``batch_size='auto'``: ``min(256, max(16, n_rows // steps))`` rows, ``steps`` or more
+def auto_batch_size(n_rows):
+    """``batch_size='auto'`` on tables: ``min(256, max(16, n_rows // 10))`` rows, 10 or more
     optimizer steps an epoch; 256 for an epoch of unknown size (``n_rows=None``)."""
-    return 256 if n_rows is None else min(256, max(16, n_rows // steps))
+    return 256 if n_rows is None else min(256, max(16, n_rows // 10))
 
 
 class ResolvedParameters:

@@ -204,9 +204,9 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         (``n_iter_`` and ``loss_curve_`` grow by one) at a constant learning rate:
         ``max_iter``, ``tol``, ``early_stopping`` and ``fit``'s learning-rate schedule do
         not apply, and ``batch_size='auto'`` is its value for ``fit`` on large data (256
-        rows on tables), the call's rows cut into batches of about equal size. ``sigma^2`` is fitted to the
-        residuals of about the last pass over the rows (as many rows as the distinct
-        training rows seen, at most 10,000). LFP's chains start from the inference network
+        rows on tables), the call's rows cut into batches of about equal size. ``sigma^2``
+        is fitted to the residuals of about the last pass over the rows (as many rows as
+        the distinct training rows seen, at most 10,000). LFP's chains start from the inference network
         in every call.
 
         The rows kept (held out of training where :attr:`_holds_out`, by a key of their

@@ -119,7 +119,7 @@ class SamplingMixin:
         :meth:`score_samples` (``'joint'``, ``'marginal'``) read ``flow_``, the prior
         trained with the model; ``sample`` reads the codes' mixture where there is one. On
         load_digits ``flow_``'s draws are far from the data (FD against validation images
-        GLF 6.96, LFP 6.51; the codes' mixture 2.59 and 3.27); a flow with a mixture base
+        GLF 6.56, LFP 6.53; the codes' mixture 2.20 and 2.28); a flow with a mixture base
         refitted to the codes by maximum likelihood never drew closer than the mixture
         alone. ``flow_`` stays the density of the scores as LFP's inference climbs it, and
         a prior refitted for inference pulled the codes into its components' cores

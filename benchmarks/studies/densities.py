@@ -74,7 +74,6 @@ def samplers(model):
 
 
 def run_samples(task, seed, model_name, data_dir):
-    from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
     shape = samples.SHAPES[task]
     X_train, _, y_train, _ = samples.split(task, seed, data_dir)
     X_fit, X_val, y_fit, _ = train_test_split(X_train, y_train, test_size=0.2,
@@ -82,11 +81,8 @@ def run_samples(task, seed, model_name, data_dir):
     space = (samples.FeatureSpace(X_fit, y_fit, seed) if task == "digits"
              else samples.CNNFeatureSpace(X_fit, y_fit, seed, shape))
     copying = samples.Copying(space(X_fit), space(X_val))
-    name, _, spec = model_name.partition("[")  # a variant: 'GLF[batch_size=64]'
-    cls = dict(GLF=GenerativeLatentFlow, LFP=LangevinFlowPriorGenerator)[name]
     start = time.perf_counter()
-    model = fit_quietly(cls(image_shape=shape, random_state=seed,
-                            **_common.parse_params(spec.rstrip("]"))), X_fit)
+    model = fit_quietly(samples.estimator(model_name, shape, seed), X_fit)
     fit_s = time.perf_counter() - start
     rows = []
     for (sampler, components, temperature), sample in samplers(model).items():

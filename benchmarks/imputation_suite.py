@@ -140,13 +140,13 @@ def summary(rows, mechanism, imputers, datasets_):
 
 def report(rows, args):
     """The ``imputation-suite`` section: one table per mechanism."""
-    imputers = BASELINES + [i for i in dict.fromkeys(r["imputer"] for r in rows)
-                            if i not in BASELINES]
-    estimators = imputers[len(BASELINES):]
     datasets_ = [d for d in [*BUNDLED, *ADBENCH] if any(r["dataset"] == d for r in rows)]
-    n_seeds = len({r["seed"] for r in rows})
+    n_seeds = len({int(r["seed"]) for r in rows})
     parts = []
     for mechanism in [m for m in MECHANISMS if any(r["mechanism"] == m for r in rows)]:
+        run_here = dict.fromkeys(r["imputer"] for r in rows if r["mechanism"] == mechanism)
+        imputers = BASELINES + [i for i in run_here if i not in BASELINES]
+        estimators = imputers[len(BASELINES):]
         rmse, accuracy, seconds = summary(rows, mechanism, imputers, datasets_)
         table = [[d, *(f"{v:.3f}" for v in rmse[k])] for k, d in enumerate(datasets_)]
         table += [[f"{d} accuracy", *(f"{v:.3f}" for v in accuracy[k])]

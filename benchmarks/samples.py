@@ -213,7 +213,7 @@ def evaluate(space, X_test, samples, copying):
 # alone: fitted on 80% of them, the grid point whose fit gives the other 20% the highest mean
 # log-likelihood wins, and is refitted on all of them.
 VALIDATION = 0.2
-PCA_SIZES = (10, 20, 40, 80)  # those below the number of pixels
+PCA_SIZES = (10, 20, 40, 80, 160)  # those below the number of pixels
 MIXTURE_SIZES = (5, 10, 20, 40)
 BANDWIDTHS = np.logspace(-2, 0, 20)
 VAE_GRID = [dict(n_components=d, beta=b) for d in (10, 20, 40) for b in (0.5, 1.0, 2.0)]
@@ -447,6 +447,7 @@ def run(task, seed, family, threads, budgets, data_dir):
 
 # ---------------------------------------------------------------- the report
 def report(rows, args):
+    from skflowgen._auto import _IMAGE_MIN_EPOCHS, _IMAGE_ROWS_SEEN
     seeds = sorted({int(r["seed"]) for r in rows})
     order = [family for family in args.families if family != "references"]
     keys = sorted(dict.fromkeys((r["generator"], str(r["epochs"])) for r in rows),
@@ -491,7 +492,8 @@ def report(rows, args):
         "the scores use. The estimators "
         f"run at their defaults with `image_shape={shape}`, `max_iter` the epochs, continued "
         "by `warm_start`; `..., at its defaults`: a fresh fit at the estimator's own budget "
-        "(`max_iter='auto'` trains on 50,000 images in all, at least 10 epochs), where it is "
+        f"(`max_iter='auto'` trains on {_IMAGE_ROWS_SEEN:,} images in all, at least "
+        f"{_IMAGE_MIN_EPOCHS} epochs), where it is "
         "not the first of the table; fit seconds are cumulative, "
         f"{args.threads} thread(s).")
     title = "Samples: load_digits" if args.task == "digits" else "Samples: Fashion-MNIST"

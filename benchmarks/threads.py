@@ -161,7 +161,7 @@ def measure_one(dataset, estimator, threads, load_kind, quick, device):
         params["image_shape"] = shape
     if quick:
         params["max_iter"] = QUICK_MAX_ITER
-    elif dataset == "fashion":  # the defaults' 10 epochs would take minutes a configuration
+    elif dataset == "fashion":  # the defaults' 40 epochs would take minutes a configuration
         params["max_iter"] = FASHION_MAX_ITER
     if device is not None:
         params["device"] = device

@@ -18,7 +18,7 @@ from joblib import cpu_count
 _TABLE_INFERENCE_STEPS = 2  # LFP's inference_steps='auto' on tables
 _TABLE_SCORE = "fused"  # score_method='auto' on tables
 _IMAGE_SCORE = "local"  # score_method='auto' with image_shape
-_IMAGE_MIN_EPOCHS = 10  # max_iter='auto' with image_shape: epochs, at least
+_IMAGE_MIN_EPOCHS = 40  # max_iter='auto' with image_shape: epochs, at least
 _IMAGE_ROWS_SEEN = 50_000  # max_iter='auto' with image_shape: images trained on, at least
 _IMAGE_PRIOR_COMPONENTS = 20  # n_prior_components='auto' with image_shape
 _IMAGE_BATCH_SIZE = 16  # batch_size='auto' with image_shape: rows a training batch

@@ -138,6 +138,13 @@ def probe_parser(doc):
     return parser
 
 
+def named_estimator(family, **defaults):
+    """The skflowgen estimator ``family`` names: ``'GLF'`` or ``'LFP'`` with ``defaults``, or
+    a variant with its parameters in brackets, ``'GLF[max_iter=50]'`` (those override)."""
+    name, _, spec = family.partition("[")
+    return estimator_class(name.lower())(**{**defaults, **parse_params(spec.rstrip("]"))})
+
+
 def estimator_class(model):
     """``'glf'`` or ``'lfp'`` to the skflowgen estimator class."""
     from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator

@@ -52,6 +52,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 import _common
+from imputation import knock_out
 from skflowgen import GenerativeImputer
 
 BUNDLED = {"breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine,
@@ -84,9 +85,9 @@ def remove(X, mechanism, rng):
     kind, percent = mechanism.split("-")
     p = int(percent) / 100
     if kind == "mcar":
-        hidden = rng.rand(*X.shape) < p
-    else:  # self-masking: only entries above their column's median, at twice the rate
-        hidden = (X > np.median(X, axis=0)) & (rng.rand(*X.shape) < 2 * p)
+        return knock_out(X, p, rng)
+    # self-masking: only entries above their column's median, at twice the rate
+    hidden = (X > np.median(X, axis=0)) & (rng.rand(*X.shape) < 2 * p)
     return np.where(hidden, np.nan, X)
 
 
@@ -100,10 +101,7 @@ def make_imputer(name, seed):
     if name == "missForest":
         return IterativeImputer(ExtraTreesRegressor(n_estimators=10, random_state=seed),
                                 random_state=seed)
-    family, _, spec = name.partition("[")
-    params = {"max_iter": 10, **_common.parse_params(spec.rstrip("]"))}
-    return GenerativeImputer(_common.estimator_class(family.lower())(random_state=seed,
-                                                                       **params))
+    return GenerativeImputer(_common.named_estimator(name, max_iter=10, random_state=seed))
 
 
 def run(dataset, mechanism, seed, name, args):

@@ -368,9 +368,7 @@ def family_of(generator):
 def estimator(family, shape, seed):
     """The skflowgen estimator ``family`` names for images of ``shape``: ``'GLF'``, ``'LFP'``
     at their defaults, or a variant with its parameters in brackets, ``'GLF[batch_size=32]'``."""
-    name, _, spec = family.partition("[")
-    return _common.estimator_class(name.lower())(image_shape=shape, random_state=seed,
-                                                 **_common.parse_params(spec.rstrip("]")))
+    return _common.named_estimator(family, image_shape=shape, random_state=seed)
 
 
 def run(task, seed, family, threads, budgets, data_dir):

@@ -206,8 +206,8 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         not apply, and ``batch_size='auto'`` is its value for ``fit`` on large data (256
         rows on tables), the call's rows cut into batches of about equal size. ``sigma^2``
         is fitted to the residuals of about the last pass over the rows (as many rows as
-        the distinct training rows seen, at most 10,000). LFP's chains start from the inference network
-        in every call.
+        the distinct training rows seen, at most 10,000). LFP's chains start from the
+        inference network in every call.
 
         The rows kept (held out of training where :attr:`_holds_out`, by a key of their
         values, so that a row held out in one pass is held out in every pass; the reference

@@ -119,8 +119,8 @@ default='auto'
         Images want more: after 10 epochs of load_digits the networks are still blurred,
         after 40 both estimators drew samples ahead of scikit-learn's tuned generators and
         their local scores ranked the held-out digits higher; on 8,000 Fashion-MNIST
-        images (one seed) 10, 20 and 40 epochs drew validation FD 50, 37 and 28 (GLF) and 82, 51
-        and 42 (LFP), for about four times the fit at 40 (benchmarks/DEFAULTS.md,
+        images (one seed) 10, 20 and 40 epochs drew validation FD 50, 37 and 28 (GLF) and
+        82, 51 and 42 (LFP), for about four times the fit at 40 (benchmarks/DEFAULTS.md,
         "Generating").
         Raise it (10 or more) for sampling, imputation and model selection by
         :meth:`score`.

@@ -26,13 +26,15 @@ Imputers
     ``SimpleImputer`` (mean), ``KNNImputer`` (5 neighbours), ``IterativeImputer``
     (BayesianRidge), ``missForest`` (``IterativeImputer`` with
     ``ExtraTreesRegressor(n_estimators=10)``,
-    as scikit-learn's imputation example builds it), and ``GLF``, ``LFP``: ``GenerativeImputer``
-    with the estimator at ``max_iter=10`` (``GenerativeImputer``'s default); a variant names
-    its parameters in brackets, ``'GLF[max_iter=50]'``.
+    as scikit-learn's imputation example builds it), and ``GLF``: ``GenerativeImputer`` at its
+    defaults (a denoising ``GenerativeLatentFlow`` trained to the best fills of held-out
+    entries); ``LFP``: ``GenerativeImputer`` of ``LangevinFlowPriorGenerator(max_iter=10)``. A
+    variant names its parameters in brackets, of the model or of the imputer:
+    ``'GLF[mask_fraction=0.0]'``, ``'GLF[early_stopping=False]'``.
 
 How to run
     python benchmarks/imputation_suite.py --n-jobs 2 --resume
-    python benchmarks/imputation_suite.py --imputers 'GLF[max_iter=50]' --n-jobs 2 --resume
+    python benchmarks/imputation_suite.py --imputers 'GLF[mask_fraction=0.0]' --n-jobs 2 --resume
 
 Raw rows go to ``--raw`` as each task ends and are not run again with ``--resume``; the tables
 (mean over seeds, and the mean rank of each estimator among the four scikit-learn imputers
@@ -53,7 +55,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 import _common
 from imputation import knock_out
-from skflowgen import GenerativeImputer
+from skflowgen import GenerativeImputer, GenerativeLatentFlow, LangevinFlowPriorGenerator
+from skflowgen.impute import _DEFAULT_MODEL
 
 BUNDLED = {"breast_cancer": datasets.load_breast_cancer, "wine": datasets.load_wine,
            "iris": datasets.load_iris, "digits": datasets.load_digits}
@@ -91,7 +94,7 @@ def remove(X, mechanism, rng):
     return np.where(hidden, np.nan, X)
 
 
-def make_imputer(name, seed):
+def make_imputer(name, seed, n_features):
     if name == "SimpleImputer":
         return SimpleImputer()
     if name == "KNNImputer":
@@ -101,7 +104,14 @@ def make_imputer(name, seed):
     if name == "missForest":
         return IterativeImputer(ExtraTreesRegressor(n_estimators=10, random_state=seed),
                                 random_state=seed)
-    return GenerativeImputer(_common.named_estimator(name, max_iter=10, random_state=seed))
+    family, _, spec = name.partition("[")
+    params = _common.parse_params(spec.rstrip("]"))
+    own = {key: params.pop(key) for key in list(params) if key in GenerativeImputer().get_params()}
+    if family == "LFP":
+        model = LangevinFlowPriorGenerator(max_iter=10, random_state=seed, **params)
+    else:  # GenerativeImputer's default model, with the variant's parameters
+        model = GenerativeLatentFlow(n_features, random_state=seed, **{**_DEFAULT_MODEL, **params})
+    return GenerativeImputer(model, random_state=seed, **own)
 
 
 def run(dataset, mechanism, seed, name, args):
@@ -110,7 +120,7 @@ def run(dataset, mechanism, seed, name, args):
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     X, y = load(dataset, args.data_dir, args.max_rows, seed)
     incomplete = remove(X, mechanism, np.random.RandomState(seed))
-    filled, seconds = _common.timed(make_imputer(name, seed).fit_transform, incomplete)
+    filled, seconds = _common.timed(make_imputer(name, seed, X.shape[1]).fit_transform, incomplete)
     holes = np.isnan(incomplete)
     rmse = float(np.sqrt(np.mean((filled[holes] - X[holes]) ** 2)))
     accuracy = "" if y is None else float(cross_val_score(

@@ -109,6 +109,13 @@ class GenerativeLatentFlow(BaseLatentFlow):
         Stop the flow's NLL from reaching the encoder. False trains the
         paper's "regularized GLF", ``beta * recon + NLL`` through the
         encoder, which can diverge.
+    mask_fraction : float in [0, 1), default=0.0
+        Share of each training batch's observed entries hidden from the encoder
+        (filled as missing entries are) while the reconstruction loss still counts
+        them: a denoising autoencoder, trained to fill what it does not see (MIDA,
+        Gondara and Wang 2018; ReMasker, Du et al. 2023), as
+        :class:`GenerativeImputer`'s default estimator is; 0 trains the paper's
+        autoencoder.
     beta : float, default=1.0
         Weight of the reconstruction when ``stop_gradient=False``; ignored with the
         default ``stop_gradient=True``, where the two terms train separate networks.
@@ -151,17 +158,19 @@ class GenerativeLatentFlow(BaseLatentFlow):
     _table_max_iter = _TABLE_MAX_ITER
     _likelihood_score = "joint"
     _training_parameters = BaseLatentFlow._training_parameters | {
-        "stop_gradient", "beta"}
+        "stop_gradient", "beta", "mask_fraction"}
 
     _parameter_constraints = {
         **BaseLatentFlow._parameter_constraints,
         "reconstruction": [StrOptions({"mse", "bce"})],
         "stop_gradient": ["boolean"],
         "beta": [Interval(numbers.Real, 0, None, closed="neither")],
+        "mask_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
     }
 
     def __init__(self, n_components=None, *, hidden_layer_sizes=(64, 64), n_flow_blocks=4,
                  n_prior_components="auto", image_shape=None, reconstruction="mse", stop_gradient=True, beta=1.0,
+                 mask_fraction=0.0,
                  feature_scaling="robust", covariance_type="diag", score_method="auto", n_importance_samples=128,
                  contamination=0.1, novelty=False, support_fraction=1.0, n_estimators=5, max_iter="auto",
                  batch_size="auto",
@@ -183,6 +192,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
         self.reconstruction = reconstruction
         self.stop_gradient = stop_gradient
         self.beta = beta
+        self.mask_fraction = mask_fraction
 
     def _validate_input(self, X, reset):
         X = super()._validate_input(X, reset)
@@ -240,6 +250,14 @@ class GenerativeLatentFlow(BaseLatentFlow):
         complete = mask.all(dim=-1)[:, None]
         return torch.where(complete, self.encoder_(x), self.encoder_(filled))
 
+    def _visible(self, x, mask, generator):
+        """The entries of a training batch the encoder sees: the observed ones (``mask``;
+        None: all), each hidden with probability ``mask_fraction``."""
+        if self.mask_fraction == 0:
+            return mask
+        shown = torch.rand(x.shape, generator=generator, device=x.device) >= self.mask_fraction
+        return shown if mask is None else mask & shown
+
     def _lookahead_rows(self, batch_size, n_rows):
         """With the stop-gradient, the flow steps once per group of batches of together
         about ``batch_size='auto'``'s rows: as many flow steps whatever the batch size."""
@@ -251,7 +269,7 @@ class GenerativeLatentFlow(BaseLatentFlow):
         self._codes, self._group_rows = [], len(rows)
 
     def _train_step(self, x, mask, generator, rows=None):
-        z = self._encode(x, mask)
+        z = self._encode(x, self._visible(x, mask, generator))
         x_hat = self.decoder_(z)
         recon = self._reconstruction_loss(x, x_hat, mask)
         if not self.stop_gradient:  # the NLL trains the encoder too

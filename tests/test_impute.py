@@ -4,6 +4,8 @@ GenerativeImputer as a pipeline step."""
 import numpy as np
 import pytest
 import torch
+
+import skflowgen.impute
 from sklearn.dummy import DummyClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -84,13 +86,65 @@ def test_generative_imputer_in_a_pipeline_before_a_classifier(digits01):
     assert accuracy > chance + 0.5
 
 
-def test_generative_imputer_defaults_to_glf_trained_ten_epochs(digits01):
-    """Without an estimator the imputer fits a GenerativeLatentFlow at its defaults but ten
-    epochs (the table default is set for anomaly ranking) and fills with its impute."""
+def test_generative_imputer_defaults_to_a_denoising_glf_as_wide_as_the_row(monkeypatch,
+                                                                          digits01):
+    """Without an estimator the imputer fits GenerativeLatentFlow with ``n_components`` the
+    row's width and ``_DEFAULT_MODEL``'s parameters (here made small), seeded by its own
+    ``random_state``, and fills with its impute."""
+    small = dict(hidden_layer_sizes=(16,), mask_fraction=0.2, max_iter=3)
+    monkeypatch.setattr(skflowgen.impute, "_DEFAULT_MODEL", small)
     X, _ = digits01
     X = np.where(X[:300] > 0.9, np.nan, X[:300])
-    imputer = GenerativeImputer().fit(X)
-    assert type(imputer.estimator_) is GenerativeLatentFlow
-    assert imputer.estimator_.get_params() == GenerativeLatentFlow(max_iter=10).get_params()
-    assert imputer.estimator_.n_iter_ == 10
-    np.testing.assert_array_equal(imputer.transform(X), imputer.estimator_.impute(X))
+    imputer = GenerativeImputer(random_state=0).fit(X)
+    model = imputer.estimator_
+    assert type(model) is GenerativeLatentFlow
+    assert {**model.get_params(), "random_state": None} == \
+        GenerativeLatentFlow(X.shape[1], **small).get_params()
+    assert model.n_iter_ == 3
+    np.testing.assert_array_equal(imputer.transform(X), model.impute(X))
+    again = GenerativeImputer(random_state=0).fit(X).transform(X)
+    np.testing.assert_allclose(again, imputer.transform(X), atol=1e-5)
+
+
+def test_early_stopping_keeps_the_round_with_the_best_held_out_fills(digits01):
+    """Rounds of ``_ROUND_EPOCHS`` epochs, stopped ``n_iter_no_change`` rounds after the best
+    (or at ``max_iter``); the kept model is the best round's and keeps the parameters given;
+    the held-out entries are scored in every round."""
+    X, _ = digits01
+    X = np.where(np.random.RandomState(1).rand(400, 64) < 0.2, np.nan, X[:400])
+    rounds = skflowgen.impute._ROUND_EPOCHS
+    given = GenerativeLatentFlow(max_iter=8 * rounds, learning_rate_init=3e-2,
+                                 random_state=0, **TINY)
+    imputer = GenerativeImputer(given, n_iter_no_change=2, random_state=0).fit(X)
+    errors = imputer.validation_rmse_
+    best = int(np.argmin(errors))
+    assert len(errors) - 1 - best == 2 or len(errors) == 8
+    assert imputer.estimator_.n_iter_ == rounds * (best + 1)
+    assert imputer.estimator_.get_params() == given.get_params()
+    plain = GenerativeImputer(given, early_stopping=False).fit(X)
+    assert plain.validation_rmse_ is None and plain.estimator_.n_iter_ == 8 * rounds
+
+
+def test_mask_fraction_hides_observed_entries_from_the_encoder_in_training(monkeypatch, blob):
+    """Each training batch's encoder sees every observed entry but a ``mask_fraction`` share
+    of them (binomial spread), while the loss counts them all; scoring sees them all."""
+    seen = []
+    encode = GenerativeLatentFlow._encode
+
+    def spy(self, x, mask):
+        seen.append(torch.ones_like(x, dtype=torch.bool) if mask is None else mask)
+        return encode(self, x, mask)
+    monkeypatch.setattr(GenerativeLatentFlow, "_encode", spy)
+    X = np.where(np.random.RandomState(0).rand(*blob.shape) < 0.1, np.nan, blob)
+    model = make("GLF", mask_fraction=0.3, max_iter=2, n_estimators=1, **TINY)
+    model._train_step = lambda x, mask, *a, **k: (seen.append("step"), GenerativeLatentFlow
+                                                  ._train_step(model, x, mask, *a, **k))[1]
+    model.fit(X)
+    # the masks the encoder got inside training steps: after each "step" marker
+    during = [m for before, m in zip(seen, seen[1:]) if isinstance(before, str)]
+    shown = torch.cat([m.flatten() for m in during]).float().mean().item()
+    observed = 0.9
+    assert abs(shown - observed * 0.7) < 0.05
+    seen.clear()
+    model.score_samples(X)
+    assert torch.cat([m.flatten() for m in seen]).float().mean().item() > observed - 0.05

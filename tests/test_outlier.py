@@ -179,7 +179,8 @@ ALTERNATIVES = {
     "early_stopping": [True], "validation_fraction": [0.5], "warm_start": [True],
     "verbose": [1], "random_state": [5], "device": [DEVICE + ":0" if ":" not in DEVICE
                                                     else DEVICE.split(":")[0]],
-    "stop_gradient": [False], "beta": [3.0], "sigma": [0.1], "persistent_steps": [None],
+    "stop_gradient": [False], "beta": [3.0], "mask_fraction": [0.3], "sigma": [0.1],
+    "persistent_steps": [None],
     "novelty": [True],  # refused on a fitted model: test_a_change_of_novelty_after_fit_...
 }
 

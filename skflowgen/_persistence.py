@@ -11,7 +11,8 @@ from ._training import torch_generator
 _STATE_FORMAT = 4  # 4: held-out rows set offset_; derived state follows the parameters
 # parameters added within this state format, with the value that behaves as a pickle
 # written before them did
-_ADDED_PARAMETERS = {"n_prior_components": 1, "novelty": True, "n_jobs": None}
+_ADDED_PARAMETERS = {"n_prior_components": 1, "novelty": True, "n_jobs": None,
+                     "mask_fraction": 0.0}
 # fitted state added within this state format, as a pickle written before it behaves
 # (n_samples_seen_: unknown then, counted from 0; _support: every column sampled continuous;
 # _draws_noise: sample() returns the decoded mean on tables too)

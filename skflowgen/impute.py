@@ -40,7 +40,8 @@ class GenerativeImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         row, which learns to fill entries it does not see. On twelve tables (3 seeds) it
         ranked first of five by RMSE at 20%% and 50%% missing completely at random (mean
         rank 1.92 and 1.67; missForest 2.33 and 2.58, :class:`~sklearn.impute.IterativeImputer`
-        2.67 and 3.25), for about six times missForest's time (``benchmarks/RESULTS.md``,
+        2.67 and 3.25), second to missForest when high values go missing (self-masking,
+        2.50 against 1.75), for about six times missForest's time (``benchmarks/RESULTS.md``,
         "Imputation suite"); the estimators' table defaults (64-wide layers, a narrower
         latent, one epoch for GLF) are set for anomaly ranking.
     early_stopping : bool, default=True

@@ -6,7 +6,7 @@ them, as citations of benchmarks/RESULTS.md sections; no figure is copied here.
 
 from ._auto import (_IMAGE_BATCH_SIZE, _IMAGE_MIN_EPOCHS, _IMAGE_PRIOR_COMPONENTS, _IMAGE_ROWS_SEEN,
                     _IMAGE_SCORE, _TABLE_SCORE)
-from ._sampling import _SAMPLING_TEMPERATURE
+from ._sampling import _WIDENINGS
 
 PRIOR_COMPONENTS_DOC = f"""\
     n_prior_components : int or 'auto', default='auto'
@@ -15,9 +15,9 @@ PRIOR_COMPONENTS_DOC = f"""\
         ``flow_``, the prior trained with the model (the paper). More: a Gaussian mixture
         with full covariances fitted by EM (:class:`~sklearn.mixture.GaussianMixture`) to
         the codes of the rows the model keeps (``transform``; every row given to ``fit`` up
-        to 10,000), at the first :meth:`sample` after a fit, with each component's covariance
-        widened by {_SAMPLING_TEMPERATURE}**2 (chosen on validation images: a compromise
-        between load_digits, best at 1.0 to 1.1, and Fashion-MNIST, better wider). Codes
+        to 10,000), at the first :meth:`sample` after a fit, each member's components
+        widened by the factor of {_WIDENINGS} whose decoded draws the model encodes most
+        like its training rows (a decoder that blurs narrows what it decodes). Codes
         form a cluster per kind of row, which one Gaussian pushed through a flow cannot
         separate without mass between them, where ``sample`` then draws blends; a flow with
         a mixture base (FlowGMM, Izmailov et al. 2020) refitted to the codes drew no closer

@@ -104,8 +104,8 @@ class Members(nn.Module):
         super().__init__()
         self.networks = nn.ModuleList(networks)
 
-    def forward(self, x):
-        return torch.stack([net(x if x.dim() == 2 else x[m])
+    def forward(self, x, method="forward"):
+        return torch.stack([getattr(net, method)(x if x.dim() == 2 else x[m])
                             for m, net in enumerate(self.networks)])
 
 
@@ -138,6 +138,13 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x):
         return self.net(x.view(-1, *self.image_shape))
+
+    def features(self, x):
+        """Each channel of the last feature maps summarised over space by its mean, maximum
+        and standard deviation: (n, 3 x channels)."""
+        h = self.net[:-2](x.view(-1, *self.image_shape))
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3)),
+                          h.std(dim=(2, 3), correction=0)], dim=1)
 
 
 class ConvDecoder(nn.Module):
@@ -178,6 +185,16 @@ def make_encoder(n_members, n_features, n_components, hidden_layer_sizes, image_
         return Members([ConvEncoder(image_shape, n_components, generator)
                         for _ in range(n_members)])
     return mlp(n_members, [n_features, *hidden_layer_sizes, n_components], generator)
+
+
+def hidden_features(encoder, x):
+    """What the encoder of :func:`make_encoder` sees in rows ``x`` (shared (n, p), or each
+    member's own (n_members, n, p)) before its last linear map: its last hidden layer, or
+    :meth:`ConvEncoder.features`; (n_members, n, h)."""
+    if isinstance(encoder, Members):
+        return encoder(x, method="features")
+    h = encoder[:-1](x)
+    return h if h.dim() == 3 else h.expand(encoder[-1].weight.shape[0], -1, -1)
 
 
 def make_decoder(n_members, n_components, n_features, hidden_layer_sizes, image_shape,

@@ -358,21 +358,40 @@ def test_code_mixture_moves_the_samples_alone(fitted, est):
 
 
 @pytest.mark.parametrize("est", CLASSES)
-def test_code_mixture_is_the_fitted_mixture_widened(fitted, est, monkeypatch):
-    """The codes' mixture has each component's covariance widened by
-    ``_SAMPLING_TEMPERATURE**2``: the same fit without the widening has the same weights
-    and means, and Cholesky factors smaller by it."""
+def test_code_mixture_is_the_fitted_mixture_widened_by_the_chosen_factor(fitted, est,
+                                                                         monkeypatch):
+    """The codes' mixture is the unwidened fit (``_WIDENINGS`` of 1 alone) with each
+    member's Cholesky factors scaled by what ``choose_widening`` chose for that member:
+    the same weights and means, the scales times the choice (set here to 1.7 and 1.3)."""
     import skflowgen._sampling as sampling
-    temperature = sampling._SAMPLING_TEMPERATURE
-    model = pickle_round_trip(fitted(est, n_prior_components=3))
-    wide = model._code_mixture()
-    monkeypatch.setattr(sampling, "_SAMPLING_TEMPERATURE", 1.0)
-    model._derived_state.clear()
+    model = pickle_round_trip(fitted(est, n_prior_components=3, n_estimators=2))
+    monkeypatch.setattr(sampling, "_WIDENINGS", (1.0,))
     narrow = model._code_mixture()
-    assert temperature > 1 and wide[0].shape[-1] == 3
+    model._derived_state.clear()
+    chosen = np.array([1.7, 1.3])
+    monkeypatch.setattr(sampling, "choose_widening", lambda *args: chosen)
+    wide = model._code_mixture()
+    assert wide[0].shape == (2, 3)
     np.testing.assert_array_equal(wide[0], narrow[0])
     np.testing.assert_array_equal(wide[1], narrow[1])
-    np.testing.assert_allclose(wide[2], narrow[2] * temperature, rtol=1e-6)
+    np.testing.assert_allclose(wide[2], narrow[2] * chosen[:, None, None, None], rtol=1e-6)
+
+
+@pytest.mark.parametrize("est", CLASSES)
+def test_image_samples_lie_in_the_range_of_the_training_pixels(est):
+    """With ``image_shape``, ``sample`` clips each pixel to the range the training images
+    took (within [0.2, 0.7]), some at its ends under a wide mixture."""
+    import skflowgen._sampling as sampling
+    rng = np.random.RandomState(0)
+    images = 0.2 + 0.5 * rng.rand(40, 16)
+    model = fit_quietly(make(est, image_shape=(1, 4, 4), n_components=2,
+                             n_prior_components=3), images)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sampling, "_WIDENINGS", (3.0,))
+        drawn = model.sample(500, random_state=0)
+    low, high = images.min(), images.max()
+    assert drawn.min() >= low - 1e-6 and drawn.max() <= high + 1e-6
+    assert np.isclose(drawn, low, atol=1e-6).any() or np.isclose(drawn, high, atol=1e-6).any()
 
 
 def test_code_mixture_draws_no_blends_of_separate_clusters():

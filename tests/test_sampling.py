@@ -59,3 +59,23 @@ def test_draw_codes_follow_the_mixture():
             np.testing.assert_allclose(rows.mean(axis=0), means[m, k], atol=0.05 * spread)
             np.testing.assert_allclose(np.cov(rows.T), covariance,
                                        atol=0.05 * np.abs(covariance).max())
+
+
+@given(seed=st.integers(0, 2 ** 31 - 1), shrink=st.sampled_from([1.0, 0.8, 0.6]))
+@settings(max_examples=10, deadline=None)
+def test_choose_widening_makes_up_for_what_the_round_trip_narrows(seed, shrink):
+    """Codes of two members, standard normal; a decoder and encoder whose features of a
+    draw ``z`` are ``shrink * z`` (a decoder that narrows what it draws), of the training
+    rows the codes themselves: each member's widening is the grid's nearest to
+    ``1 / shrink``, up to a step; with ``shrink = 1``, no widening."""
+    from skflowgen._sampling import _WIDENINGS, choose_widening
+    rng = np.random.RandomState(seed)
+    codes = rng.randn(2, 4000, 3)
+    mixture = fit_code_mixture(codes, 1, seed, 1.0)
+    widening = choose_widening(mixture, codes, lambda z: shrink * z.numpy(), seed)
+    grid = np.asarray(_WIDENINGS)
+    nearest = grid[np.argmin(np.abs(grid - 1 / shrink))]
+    assert widening.shape == (2,)
+    assert np.all(np.abs(widening - nearest) <= 0.1 + 1e-9), (widening, nearest)
+    if shrink == 1.0:
+        assert np.all(widening <= 1.1)

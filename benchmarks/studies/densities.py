@@ -9,9 +9,11 @@ What it measures
     estimator at its defaults (``image_shape``) is fitted on the fit images; then ``sample()``
     of the model with its codes' mixture replaced by one of:
 
-    - ``mixture``: the package's, :func:`skflowgen._sampling.fit_code_mixture` of the codes
-      of the fit images, with 10, 20 or 40 components at the widening 1.1, and with 20
-      components at widenings 0.9 to 1.3;
+    - ``chosen``: the package's, :func:`skflowgen._sampling.fit_code_mixture` of the codes
+      of the fit images (20 components), each member's widened as ``sample`` chooses
+      (:func:`skflowgen._sampling.choose_widening`, on the fit images alone);
+    - ``mixture``: the same mixture at fixed widenings: 10, 20 or 40 components at 1.1,
+      and 20 components at 0.9 to 2.0;
     - ``prior``: none, ``flow_``.
 
     Metrics against the validation images, in the features of a classifier trained on the
@@ -21,6 +23,7 @@ What it measures
 How to run
     python benchmarks/studies/densities.py digits --seeds 0 1 2 --n-jobs 2
     python benchmarks/studies/densities.py fashion --seeds 0 1 --n-jobs 2 --data-dir DIR
+    python benchmarks/studies/densities.py digits --seeds 0 1 2 --n-jobs 2 --study widening
     python benchmarks/studies/densities.py fashion --seeds 0 1 --n-jobs 2 --study batch \
         --models 'GLF[batch_size=16]' 'GLF[batch_size=250]' ...
 
@@ -49,8 +52,10 @@ import samples  # noqa: E402
 HERE = Path(__file__).resolve().parent
 FIELDS = ["task", "seed", "model", "sampler", "components", "temperature", "fd", "coverage",
           "precision", "copying", "fit_s"]
-# (components, temperature) of the mixtures: the default's neighbours along each axis
-MIXTURES = [(10, 1.1), (20, 1.1), (40, 1.1), (20, 0.9), (20, 1.0), (20, 1.2), (20, 1.3)]
+# (components, widening) of the mixtures at fixed widenings: the neighbours of the default's
+# 20 components, and widenings up to 2
+MIXTURES = [(10, 1.1), (20, 1.1), (40, 1.1), (20, 0.9), (20, 1.0), (20, 1.2), (20, 1.3),
+            (20, 1.5), (20, 1.7), (20, 2.0)]
 
 
 def fit_quietly(model, X):
@@ -60,11 +65,16 @@ def fit_quietly(model, X):
 
 
 def samplers(model):
-    """``{(sampler, components, temperature): sample}``: ``sample`` of copies of ``model``
-    drawing from each mixture of :data:`MIXTURES` of its codes, and from ``flow_``."""
+    """``{(sampler, components, widening): sample}``: ``sample`` of ``model`` (``chosen``:
+    its mixture widened per member as the package chooses, the widenings named), of copies
+    of it drawing from each mixture of :data:`MIXTURES` of its codes, and from ``flow_``."""
     from skflowgen._sampling import fit_code_mixture
     codes = model._training_codes(torch.device("cpu")).numpy()
-    out = {("prior", "", ""): samples.prior_draw(model)}
+    chosen = model._code_mixture()[2][:, 0, 0, 0] / fit_code_mixture(
+        codes, model._prior_components, model._inference_seed, 1.0)[2][:, 0, 0, 0]
+    out = {("prior", "", ""): samples.prior_draw(model),
+           ("chosen", model._prior_components,
+            "/".join(f"{w:.1f}" for w in np.round(chosen, 1))): model.sample}
     for components, temperature in MIXTURES:
         copied = pickle.loads(pickle.dumps(model))
         mixture = fit_code_mixture(codes, components, model._inference_seed, temperature)
@@ -99,15 +109,17 @@ def report(rows, args):
     def seconds(mine):  # the fits timed (rows carried over from before fit_s have none)
         fit = [float(r["fit_s"]) for r in mine if r["fit_s"]]
         return f"{np.mean(fit):.0f}" if fit else ""
+    def density(r):  # the widenings chosen differ per fit: one row for them all
+        return r["sampler"], r["components"], "" if r["sampler"] == "chosen" else r["temperature"]
     table = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        for sampler in dict.fromkeys((r["sampler"], r["components"], r["temperature"])
-                                     for r in rows):
-            mine = [r for r in rows if r["model"] == model
-                    and (r["sampler"], r["components"], r["temperature"]) == sampler]
+        for sampler in dict.fromkeys(density(r) for r in rows):
+            mine = [r for r in rows if r["model"] == model and density(r) == sampler]
             if not mine:
                 continue
             fd = [float(r["fd"]) for r in mine]
+            if sampler[0] == "chosen":
+                sampler = (*sampler[:2], " ; ".join(r["temperature"] for r in mine))
             table.append([model, *sampler, f"{np.mean(fd):.3f}",
                           " / ".join(f"{v:.2f}" for v in fd),
                           *(f"{np.mean([float(r[m]) for r in mine]):.2f}"
@@ -119,9 +131,10 @@ def report(rows, args):
             "split 80/20 into fit and validation images; the test split is not read. Each "
             "estimator at its defaults (or the variant named) fitted on the fit images, in "
             "the fit seconds given (one thread); its `sample()` with each "
-            "density of its codes: `mixture`, the package's Gaussian mixture of the codes "
-            "(the default: 20 components widened by 1.1) at other component counts and "
-            "widenings; `prior`: `flow_`. FD, coverage and precision against the validation "
+            "density of its codes: `chosen`, the package's Gaussian mixture of the codes (20 "
+            "components) widened as `sample()` chooses per member (the widenings chosen, per "
+            "seed); `mixture`, the same mixture at fixed widenings and other component counts; "
+            "`prior`: `flow_`. FD, coverage and precision against the validation "
             "images in the features of a classifier trained on the fit images, each the mean "
             f"of {samples.DRAWS[args.task]} draw(s) of as many samples as validation images; "
             "copying Z against the fit images (Meehan et al. 2020: 0 as far as new images, "

@@ -16,8 +16,10 @@ PRIOR_COMPONENTS_DOC = f"""\
         with full covariances fitted by EM (:class:`~sklearn.mixture.GaussianMixture`) to
         the codes of the rows the model keeps (``transform``; every row given to ``fit`` up
         to 10,000), at the first :meth:`sample` after a fit, each member's components
-        widened by the factor of {_WIDENINGS} whose decoded draws the model encodes most
-        like its training rows (a decoder that blurs narrows what it decodes). Codes
+        widened by the factor, from {_WIDENINGS[0]} to {_WIDENINGS[-1]}, whose decoded draws
+        the member's encoder sees most like the training rows (the Frechet distance of its
+        last hidden layer): a decoder that drops detail draws rows that vary less than the
+        data, the more so the blurrier, and a wider mixture makes up for it. Codes
         form a cluster per kind of row, which one Gaussian pushed through a flow cannot
         separate without mass between them, where ``sample`` then draws blends; a flow with
         a mixture base (FlowGMM, Izmailov et al. 2020) refitted to the codes drew no closer

@@ -46,9 +46,9 @@ _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
 
 
 _PRIOR_COMPONENTS_DOC = PRIOR_COMPONENTS_DOC % dict(evidence=(
-    "On load_digits 20 components drew samples ahead of scikit-learn's tuned\n        "
-    "generators, on Fashion-MNIST ahead of PCA + GaussianMixture and behind a kernel\n        "
-    "density of PCA codes; ``N(0, I)`` was behind (benchmarks/RESULTS.md, \"Samples:\n        "
+    "On load_digits and Fashion-MNIST 20 components, widened per fit, drew samples\n        "
+    "ahead of scikit-learn's tuned generators (a kernel density of PCA codes the\n        "
+    "nearest); ``N(0, I)`` was behind (benchmarks/RESULTS.md, \"Samples:\n        "
     "load_digits\", \"Samples: Fashion-MNIST\"; benchmarks/DEFAULTS.md, \"Generating\")."))
 
 

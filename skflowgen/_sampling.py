@@ -128,12 +128,12 @@ class SamplingMixin:
 
     def _clip(self, x):
         """With ``image_shape``, decoded images ``x`` clipped to the range of the pixels of
-        the reference rows (images are drawn as images are stored); rows unchanged on
-        tables."""
+        the reference rows (images are drawn as images are stored; the range kept until the
+        next fit); rows unchanged on tables."""
         if self.image_shape is None:
             return x
-        return x.clamp(float(np.nanmin(self._reference_rows)),
-                       float(np.nanmax(self._reference_rows)))
+        return x.clamp(*self._derived("pixel range", None, lambda: (
+            float(np.nanmin(self._reference_rows)), float(np.nanmax(self._reference_rows)))))
 
     def _fit_support(self, X, continuing):
         """On tables, ``_support``: the sorted values each column of ``X`` took (None past
@@ -172,8 +172,8 @@ class SamplingMixin:
         whose decoded draws the member's encoder sees most like its training rows (the
         Frechet distance of its last hidden layer, as FID's of a classifier's; chosen at the
         first ``sample``); with 1, ``z = f^{-1}(u)``, ``u ~ N(0, I)``, from ``flow_``. With
-        ``image_shape``, pixels are clipped to the range of the training images'. With ``n_estimators > 1``, each row from a member
-        drawn uniformly (the members' mixture). On tables, a column that took at most 20
+        ``image_shape``, pixels are clipped to the range of the training images'. With
+        ``n_estimators > 1``, each row from a member drawn uniformly (the members' mixture). On tables, a column that took at most 20
         distinct values in training, each seen twice or more on average (binary flags, small
         counts, coded categories), is drawn on those values: each sampled value moved to the
         nearest of them, as tabular synthesizers treat discrete columns apart (continuous
@@ -185,9 +185,9 @@ class SamplingMixin:
         load_digits ``flow_``'s draws are far from the data (FD against validation images
         GLF 6.56, LFP 6.53; the codes' mixture, widened by 1.1, 2.20 and 2.28); a flow with
         a mixture base refitted to the codes by maximum likelihood never drew closer than
-        the mixture alone. ``flow_`` stays the density of the scores as LFP's inference climbs it, and
-        a prior refitted for inference pulled the codes into its components' cores
-        (``'lof'`` on held-out digits: 93.4 to 88.6 mean AUPRC). benchmarks/RESULTS.md,
+        the mixture alone. ``flow_`` stays the density of the scores as LFP's inference
+        climbs it, and a prior refitted for inference pulled the codes into its components'
+        cores (``'lof'`` on held-out digits: 93.4 to 88.6 mean AUPRC). benchmarks/RESULTS.md,
         "Density study, samples: load_digits" and "Samples: load_digits".
 
         Parameters

@@ -173,11 +173,12 @@ class SamplingMixin:
         Frechet distance of its last hidden layer, as FID's of a classifier's; chosen at the
         first ``sample``); with 1, ``z = f^{-1}(u)``, ``u ~ N(0, I)``, from ``flow_``. With
         ``image_shape``, pixels are clipped to the range of the training images'. With
-        ``n_estimators > 1``, each row from a member drawn uniformly (the members' mixture). On tables, a column that took at most 20
-        distinct values in training, each seen twice or more on average (binary flags, small
-        counts, coded categories), is drawn on those values: each sampled value moved to the
-        nearest of them, as tabular synthesizers treat discrete columns apart (continuous
-        draws of such a column give a sample away).
+        ``n_estimators > 1``, each row from a member drawn uniformly (the members' mixture).
+        On tables, a column that took at most 20 distinct values in training, each seen
+        twice or more on average (binary flags, small counts, coded categories), is drawn on
+        those values: each sampled value moved to the nearest of them, as tabular
+        synthesizers treat discrete columns apart (continuous draws of such a column give a
+        sample away).
 
         Two densities of the codes: inference, ``score`` and the density scores of
         :meth:`score_samples` (``'joint'``, ``'marginal'``) read ``flow_``, the prior

@@ -4,7 +4,7 @@ Each estimator fills the ``%(...)s`` slots with its own defaults and the evidenc
 them, as citations of benchmarks/RESULTS.md sections; no figure is copied here.
 """
 
-from ._auto import (_IMAGE_BATCH_SIZE, _IMAGE_PRIOR_COMPONENTS, _IMAGE_ROWS_SEEN,
+from ._auto import (_IMAGE_BATCH_SIZE, _IMAGE_MIN_EPOCHS, _IMAGE_PRIOR_COMPONENTS, _IMAGE_ROWS_SEEN,
                     _IMAGE_SCORE, _TABLE_SCORE)
 from ._sampling import _WIDENINGS
 
@@ -111,19 +111,19 @@ default='auto'
 """ + f"""\
     max_iter : int or 'auto', default='auto'
         Epochs of training (the most, with a ``tol``). ``'auto'``: %(table_max_iter)s on
-        tables; with ``image_shape`` at least %(image_min_epochs)s epochs and enough to train
-        on {_IMAGE_ROWS_SEEN:,} images in all (epochs times the rows an epoch trains on:
-        167 on 300 images). A short budget suits tables because it ranks anomalies best:
-        early on a model has learned the bulk of the data and not yet its rare rows (the
-        inlier-memorisation effect), while the held-out likelihood keeps improving long
-        after the ranking peaks.
+        tables; with ``image_shape`` at least {_IMAGE_MIN_EPOCHS} and enough to train on
+        {_IMAGE_ROWS_SEEN:,} images in all (epochs times the rows an epoch trains on): 40 on
+        1,257 digits and on 10,000 images, 167 on 300. A short budget suits tables because
+        it ranks anomalies best: early on a model has learned the bulk of the data and not
+        yet its rare rows (the inlier-memorisation effect), while the held-out likelihood
+        keeps improving long after the ranking peaks.
         %(max_iter_evidence)s
         Images want more: after 10 epochs of load_digits the networks are still blurred,
         after 40 both estimators drew samples ahead of scikit-learn's tuned generators and
         their local scores ranked the held-out digits higher; on 8,000 Fashion-MNIST
         images (one seed) 10, 20 and 40 epochs drew validation FD 50, 37 and 28 (GLF) and
         82, 51 and 42 (LFP), for about four times the fit at 40 (benchmarks/DEFAULTS.md,
-        "Generating"). %(image_epochs_evidence)s
+        "Generating").
         Raise it (10 or more) for sampling, imputation and model selection by
         :meth:`score`.
 """ + f"""\

@@ -20,16 +20,11 @@ from .networks import make_decoder, make_encoder
 
 
 _TABLE_MAX_ITER = 1  # max_iter='auto' on tables
-_IMAGE_MIN_EPOCHS = 40  # max_iter='auto' with image_shape: epochs, at least
-GLF_IMAGE_EPOCHS_EVIDENCE = (
-    "GLF's default is 40: 80 drew validation FD 11.6 against 14.4\n        (one seed) for twice "
-    "the fit of its five members, already the slower\n        fit of the two, and at 40 GLF "
-    "drew ahead of every tuned baseline.")
 _FILL_PASSES = 10  # reconstructions that fill a row's missing entries before it is encoded
 
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     n_importance_samples=128, n_importance_samples_evidence="",
-    table_max_iter=_TABLE_MAX_ITER, image_min_epochs=_IMAGE_MIN_EPOCHS, image_epochs_evidence=GLF_IMAGE_EPOCHS_EVIDENCE, likelihood_score="joint", support_fraction=1.0, n_estimators=5, covariance_type="diag",
+    table_max_iter=_TABLE_MAX_ITER, likelihood_score="joint", support_fraction=1.0, n_estimators=5, covariance_type="diag",
     covariance_type_evidence="GLF's default: one shared variance was a wash on the 18 ADBench "
     "sets\n        (benchmarks/RESULTS.md, \"Feature scaling and ensembles\").",
     score_method_evidence="On tables GLF's ``'fused'`` ranked the anomalies of the 18 "
@@ -161,7 +156,6 @@ class GenerativeLatentFlow(BaseLatentFlow):
     _allow_nan = True
 
     _table_max_iter = _TABLE_MAX_ITER
-    _image_min_epochs = _IMAGE_MIN_EPOCHS
     _likelihood_score = "joint"
     _training_parameters = BaseLatentFlow._training_parameters | {
         "stop_gradient", "beta", "mask_fraction"}

@@ -25,17 +25,12 @@ _CHAIN_ROWS = 1024
 
 
 _TABLE_MAX_ITER = 5  # max_iter='auto' on tables
-_IMAGE_MIN_EPOCHS = 80  # max_iter='auto' with image_shape: epochs, at least
-LFP_IMAGE_EPOCHS_EVIDENCE = (
-    "LFP's default is 80: its generator learns from codes that\n        short Langevin runs "
-    "infer, and on 8,000 Fashion-MNIST images 80 epochs drew\n        validation FD 10.9 and "
-    "11.6 (two seeds) against 15.9 and 20.2 at 40, for\n        about twice the fit.")
 
 _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     n_importance_samples=8, n_importance_samples_evidence="LFP's default: on the ADBench "
     "sets 8 draws (after\n        two inference steps) ranked anomalies as 128 did, 4 "
     "lower (benchmarks/RESULTS.md,\n        \"LFP inference on ADBench\").",
-    table_max_iter=_TABLE_MAX_ITER, image_min_epochs=_IMAGE_MIN_EPOCHS, image_epochs_evidence=LFP_IMAGE_EPOCHS_EVIDENCE, likelihood_score="marginal", support_fraction=None, n_estimators=1, covariance_type="spherical",
+    table_max_iter=_TABLE_MAX_ITER, likelihood_score="marginal", support_fraction=None, n_estimators=1, covariance_type="spherical",
     covariance_type_evidence="LFP's default: with feature scaling, one shared variance ranked "
     "the\n        anomalies of the 18 ADBench sets better (benchmarks/RESULTS.md, \"Feature "
     "scaling and\n        ensembles\"). Ignored with a float ``sigma``, which fixes one "
@@ -192,7 +187,6 @@ class LangevinFlowPriorGenerator(BaseLatentFlow):
     _divergence_hint = " or step_size"
 
     _table_max_iter = _TABLE_MAX_ITER
-    _image_min_epochs = _IMAGE_MIN_EPOCHS
     _likelihood_score = "marginal"
     _training_parameters = BaseLatentFlow._training_parameters | {"sigma", "persistent_steps"}
 

@@ -46,8 +46,8 @@ _PARAMETERS_DOC = COMMON_PARAMETERS_DOC % dict(
     "to 20 with\n        ``'fused'`` (benchmarks/RESULTS.md, \"Detection study on "
     "ADBench\"). On images\n        ``max_iter=80`` samples better and ranks worse: "
     "Fashion-MNIST samples at FD\n        13.5 against 20.9 at 40 (a tuned kernel "
-    "density: 17.9), held-out digits at\n        94.7 AUPRC against 96.2 (one seed; "
-    "benchmarks/DEFAULTS.md, \"Generating\").",
+    "density: 17.9), held-out digits at\n        96.2 AUPRC against 96.7, a tie with kNN on "
+    "the pixels (benchmarks/DEFAULTS.md,\n        \"Generating\").",
     support_fraction_evidence="The default for LFP\n        (trimmed): above untrimmed "
     "training on the ADBench sets (benchmarks/RESULTS.md,\n        \"Ablation of the "
     "defaults on ADBench\").",

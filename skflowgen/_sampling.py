@@ -46,15 +46,19 @@ def fit_code_mixture(codes, n_mixture, seed, temperature):
     return tuple(a.astype(np.float32) for a in (cumulative, means, scales))
 
 
+def moments(rows):
+    """The mean and covariance of a set of rows (a float64 array (n, h))."""
+    return rows.mean(axis=0), np.cov(rows, rowvar=False)
+
+
 def frechet_distance(a, b):
     """``||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` between two sets of rows
-    (float64 arrays): the Frechet distance of the Gaussians with their means and
-    covariances; the eigenvalues of ``S_a S_b`` (a product of two positive semi-definite
-    matrices) are real and non-negative up to rounding."""
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    given by their :func:`moments`: the Frechet distance of the Gaussians with those means
+    and covariances; the eigenvalues of ``S_a S_b`` (a product of two positive
+    semi-definite matrices) are real and non-negative up to rounding."""
+    (mu_a, s_a), (mu_b, s_b) = a, b
     root = np.sqrt(np.clip(np.linalg.eigvals(s_a @ s_b).real, 0.0, None)).sum()
-    return float(np.sum((a.mean(axis=0) - b.mean(axis=0)) ** 2)
-                 + np.trace(s_a) + np.trace(s_b) - 2 * root)
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * root)
 
 
 def choose_widening(mixture, reference, decoded_features, seed):
@@ -72,12 +76,12 @@ def choose_widening(mixture, reference, decoded_features, seed):
     cumulative, means, scales = (torch.as_tensor(a) for a in mixture)
     eps = torch.randn(_WIDENING_DRAWS, means.shape[-1], generator=generator)
     uniform = torch.rand(_WIDENING_DRAWS, generator=generator)
-    reference = np.asarray(reference, dtype=np.float64)
+    reference = [moments(r) for r in np.asarray(reference, dtype=np.float64)]  # once
     distances = []
     for widening in _WIDENINGS:
         drawn = np.asarray(decoded_features(
             draw_codes((cumulative, means, widening * scales), eps, uniform)), dtype=np.float64)
-        distances.append([frechet_distance(d, r) for d, r in zip(drawn, reference)])
+        distances.append([frechet_distance(moments(d), r) for d, r in zip(drawn, reference)])
     return np.asarray(_WIDENINGS)[np.argmin(distances, axis=0)]
 
 

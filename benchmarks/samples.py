@@ -445,7 +445,8 @@ def run(task, seed, family, threads, budgets, data_dir):
 
 # ---------------------------------------------------------------- the report
 def report(rows, args):
-    from skflowgen._auto import _IMAGE_MIN_EPOCHS, _IMAGE_ROWS_SEEN
+    from skflowgen import GenerativeLatentFlow, LangevinFlowPriorGenerator
+    from skflowgen._auto import _IMAGE_ROWS_SEEN
     seeds = sorted({int(r["seed"]) for r in rows})
     order = [family for family in args.families if family != "references"]
     keys = sorted(dict.fromkeys((r["generator"], str(r["epochs"])) for r in rows),
@@ -491,7 +492,8 @@ def report(rows, args):
         f"run at their defaults with `image_shape={shape}`, `max_iter` the epochs, continued "
         "by `warm_start`; `..., at its defaults`: a fresh fit at the estimator's own budget "
         f"(`max_iter='auto'` trains on {_IMAGE_ROWS_SEEN:,} images in all, at least "
-        f"{_IMAGE_MIN_EPOCHS} epochs), where it is "
+        f"{GenerativeLatentFlow._image_min_epochs} epochs for GLF and "
+        f"{LangevinFlowPriorGenerator._image_min_epochs} for LFP), where it is "
         "not the first of the table; fit seconds are cumulative, "
         f"{args.threads} thread(s).")
     title = "Samples: load_digits" if args.task == "digits" else "Samples: Fashion-MNIST"

@@ -4,9 +4,11 @@ The models learn the 8x8 digits of ``load_digits`` except the 8s (80% of the oth
 ``image_shape=(1, 8, 8)`` gives them convolutional networks). The test set holds the other
 20% plus every 8. On images a likelihood ranks pictures by how simple they are rather than by
 what they show, so with ``image_shape`` the models score by default (``score_method='auto'``)
-with ``'local'``: how an image's latent code lies among the codes of the training images
-(the mean of its local outlier factor and its distance to the nearest one, each
-standardised). Next to them, scikit-learn's ``LocalOutlierFactor`` on the raw pixels. The
+by where an image lies among the training images: GLF by ``'local'``, in the space of the
+latent codes (the mean of the code's local outlier factor and its distance to the nearest
+code, each standardised), LFP by ``'local_features'``, those two and the same two in the
+space of its encoder's last feature maps. Next to them, scikit-learn's ``LocalOutlierFactor`` on the
+raw pixels. The
 script prints each detector's
 AUPRC and AUROC and writes ``image_anomalies.png``: for each detector, the eight test images
 it finds most anomalous and the eight it finds most normal, each with its score (the 8s

@@ -3,9 +3,9 @@
 A parameter keeps the value it was given (scikit-learn's rule: ``get_params`` returns what
 the user set); the estimators read the resolved value from here, at the time of use, from
 the other parameters and the data's shape. Each estimator names its own training length on
-tables (``_table_max_iter``) and its likelihood (``_likelihood_score``, which
-``early_stopping`` validates by); the evidence behind each rule is cited in the parameter's
-docstring.
+tables (``_table_max_iter``) and on images (``_image_min_epochs``), its image score
+(``_image_score``) and its likelihood (``_likelihood_score``, which ``early_stopping``
+validates by); the evidence behind each rule is cited in the parameter's docstring.
 """
 
 import contextlib
@@ -17,8 +17,6 @@ from joblib import cpu_count
 
 _TABLE_INFERENCE_STEPS = 2  # LFP's inference_steps='auto' on tables
 _TABLE_SCORE = "fused"  # score_method='auto' on tables
-_IMAGE_SCORE = "local"  # score_method='auto' with image_shape
-_IMAGE_MIN_EPOCHS = 40  # max_iter='auto' with image_shape: epochs, at least
 _IMAGE_ROWS_SEEN = 50_000  # max_iter='auto' with image_shape: images trained on, at least
 _IMAGE_PRIOR_COMPONENTS = 20  # n_prior_components='auto' with image_shape
 _IMAGE_BATCH_SIZE = 16  # batch_size='auto' with image_shape: rows a training batch
@@ -65,6 +63,8 @@ class ResolvedParameters:
     """The resolved values of the ``'auto'`` and None parameters of both estimators."""
 
     _table_max_iter = None  # max_iter='auto' on tables: each estimator's epochs
+    _image_min_epochs = None  # max_iter='auto' with image_shape: its epochs, at least
+    _image_score = None  # score_method='auto' with image_shape
     _likelihood_score = None  # each estimator's log-likelihood score, for early_stopping
 
     @property
@@ -80,13 +80,13 @@ class ResolvedParameters:
 
     def _resolved_max_iter(self, n_rows):
         """``max_iter='auto'`` for ``n_rows`` training rows: the estimator's
-        ``_table_max_iter`` epochs on tables; with ``image_shape`` at least
-        ``_IMAGE_MIN_EPOCHS`` and enough for ``_IMAGE_ROWS_SEEN`` rows in all."""
+        ``_table_max_iter`` epochs on tables; with ``image_shape`` at least its
+        ``_image_min_epochs`` and enough for ``_IMAGE_ROWS_SEEN`` rows in all."""
         if self.max_iter != "auto":
             return self.max_iter
         if self.image_shape is None:
             return self._table_max_iter
-        return max(_IMAGE_MIN_EPOCHS, -(-_IMAGE_ROWS_SEEN // n_rows))
+        return max(self._image_min_epochs, -(-_IMAGE_ROWS_SEEN // n_rows))
 
     def _auto_batch_size(self, n_rows):
         """``batch_size='auto'`` for ``n_rows`` training rows (None: of unknown number): 10
@@ -101,12 +101,12 @@ class ResolvedParameters:
     def _score_method(self):
         """``score_method='auto'``: the score of the release that fitted the model for images
         (``_auto_image_score``) or tables (``_auto_table_score``), so that a pickle written
-        before a default changed keeps ranking rows as it did; ``_IMAGE_SCORE`` with
+        before a default changed keeps ranking rows as it did; its ``_image_score`` with
         ``image_shape`` and ``_TABLE_SCORE`` otherwise."""
         if self.score_method != "auto":
             return self.score_method
         if self.image_shape is not None:
-            return vars(self).get("_auto_image_score", _IMAGE_SCORE)
+            return vars(self).get("_auto_image_score", self._image_score)
         return vars(self).get("_auto_table_score", _TABLE_SCORE)
 
     @property

@@ -23,7 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._auto import _IMAGE_SCORE, _TABLE_SCORE, ResolvedParameters, resolve_device
+from ._auto import _TABLE_SCORE, ResolvedParameters, resolve_device
 from ._densities import DensityMixin
 from ._persistence import PersistenceMixin
 from ._sampling import SamplingMixin
@@ -271,7 +271,7 @@ class BaseLatentFlow(PersistenceMixin, DetectorMixin, SamplingMixin, TrainingMix
         seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=3)
         if not continuing:
             self._initialize(X, seeds[0])
-            self._auto_table_score, self._auto_image_score = _TABLE_SCORE, _IMAGE_SCORE
+            self._auto_table_score, self._auto_image_score = _TABLE_SCORE, self._image_score
             self._draws_noise = self.image_shape is None  # sample() on tables: x ~ p(x | z)
         device = self._device()
         for optimizer, _ in self._optimizers:  # moves optimizer state to the parameters' device

@@ -179,12 +179,13 @@ class DensityMixin:
                 result = fn(chunk)[:n]
             yield start, result
 
-    def _apply(self, fn, X, data=False):
-        """:meth:`_stream` into one preallocated float64 array: memory stays flat in rows."""
+    def _apply(self, fn, X, data=False, dtype=np.float64):
+        """:meth:`_stream` into one preallocated array of ``dtype``: memory stays flat in
+        rows."""
         out = None
         for start, result in self._stream(fn, X, data):
             result = result.cpu().numpy()
             if out is None:
-                out = np.empty((len(X), *result.shape[1:]), dtype=np.float64)
+                out = np.empty((len(X), *result.shape[1:]), dtype=dtype)
             out[start:start + len(result)] = result
         return out

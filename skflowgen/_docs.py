@@ -4,8 +4,7 @@ Each estimator fills the ``%(...)s`` slots with its own defaults and the evidenc
 them, as citations of benchmarks/RESULTS.md sections; no figure is copied here.
 """
 
-from ._auto import (_IMAGE_BATCH_SIZE, _IMAGE_MIN_EPOCHS, _IMAGE_PRIOR_COMPONENTS, _IMAGE_ROWS_SEEN,
-                    _IMAGE_SCORE, _TABLE_SCORE)
+from ._auto import _IMAGE_BATCH_SIZE, _IMAGE_PRIOR_COMPONENTS, _IMAGE_ROWS_SEEN, _TABLE_SCORE
 from ._sampling import _WIDENINGS
 
 PRIOR_COMPONENTS_DOC = f"""\
@@ -52,8 +51,8 @@ COMMON_PARAMETERS_DOC = """\
         driven to its floor).
         %(covariance_type_evidence)s
 """ + f"""\
-    score_method : {{'auto', 'fused', 'local', 'marginal', 'joint', 'knn', 'lof'}}, \
-default='auto'
+    score_method : {{'auto', 'fused', 'local', 'local_features', 'marginal', 'joint', \
+'knn', 'lof'}}, default='auto'
         What :meth:`score_samples`, :meth:`decision_function` and :meth:`predict` rank
         rows by; ``skflowgen.scores`` says what each estimates and when to choose it.
         ``'marginal'``: an importance-sampled ``log p(x)``; ``'joint'``: the papers' log
@@ -62,8 +61,12 @@ default='auto'
         the mean of ``'knn'`` and the reconstruction term ``log p(x | z~)``, each
         standardised over the kept rows (a row off the learned manifold or in a sparse
         part of it scores low); ``'local'``: the mean of ``'lof'`` and the log-density of
-        ``z~`` by its nearest kept code, standardised alike. ``'auto'``:
-        ``'{_IMAGE_SCORE}'`` with ``image_shape``, ``'{_TABLE_SCORE}'`` on tables.
+        ``z~`` by its nearest kept code, standardised alike; ``'local_features'``: the mean
+        of ``'local'``'s two scores of ``z~`` and the same two of the encoder's last feature
+        maps (its last hidden layer on tables), standardised alike, which keeps those maps
+        of the kept rows (channels x height x width floats a row and member: 3,136 on
+        28 x 28 images). ``'auto'``:
+        ``'%(image_score)s'`` with ``image_shape``, ``'{_TABLE_SCORE}'`` on tables.
         :meth:`score` (model selection) uses the marginal whatever this says.
         %(score_method_evidence)s
 """ + """\
@@ -111,19 +114,19 @@ default='auto'
 """ + f"""\
     max_iter : int or 'auto', default='auto'
         Epochs of training (the most, with a ``tol``). ``'auto'``: %(table_max_iter)s on
-        tables; with ``image_shape`` at least {_IMAGE_MIN_EPOCHS} and enough to train on
-        {_IMAGE_ROWS_SEEN:,} images in all (epochs times the rows an epoch trains on): 40 on
-        1,257 digits and on 10,000 images, 167 on 300. A short budget suits tables because
-        it ranks anomalies best: early on a model has learned the bulk of the data and not
-        yet its rare rows (the inlier-memorisation effect), while the held-out likelihood
-        keeps improving long after the ranking peaks.
+        tables; with ``image_shape`` at least %(image_min_epochs)s and enough to train on
+        {_IMAGE_ROWS_SEEN:,} images in all (epochs times the rows an epoch trains on: 167
+        on 300 images). A short budget suits tables because it ranks anomalies best: early
+        on a model has learned the bulk of the data and not yet its rare rows (the
+        inlier-memorisation effect), while the held-out likelihood keeps improving long
+        after the ranking peaks.
         %(max_iter_evidence)s
         Images want more: after 10 epochs of load_digits the networks are still blurred,
         after 40 both estimators drew samples ahead of scikit-learn's tuned generators and
         their local scores ranked the held-out digits higher; on 8,000 Fashion-MNIST
         images (one seed) 10, 20 and 40 epochs drew validation FD 50, 37 and 28 (GLF) and
         82, 51 and 42 (LFP), for about four times the fit at 40 (benchmarks/DEFAULTS.md,
-        "Generating").
+        "Generating"). %(image_epochs_evidence)s
         Raise it (10 or more) for sampling, imputation and model selection by
         :meth:`score`.
 """ + f"""\

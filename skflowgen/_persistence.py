@@ -27,6 +27,12 @@ class PersistenceMixin:
         state = dict(super().__getstate__())  # a copy: the estimator keeps its modules
         if "flow_" not in state:
             return state
+        # the kept rows' feature maps (3,136 floats a row on 28 x 28 images) are recomputed
+        # from the rows at first use, as after set_params
+        if "_derived_state" in state:
+            state["_derived_state"] = {name: value for name, value in
+                                       state["_derived_state"].items()
+                                       if name != "feature_maps"}
         buffer = io.BytesIO()
         torch.save({
             "modules": {n: state.pop(n).state_dict() for n in self._network_names},

@@ -139,6 +139,11 @@ class ConvEncoder(nn.Module):
     def forward(self, x):
         return self.net(x.view(-1, *self.image_shape))
 
+    def feature_maps(self, x):
+        """The last feature maps (after the last convolution and its activation), flat:
+        (n, channels x height x width)."""
+        return self.net[:-2](x.view(-1, *self.image_shape)).flatten(1)
+
     def features(self, x):
         """Each channel of the last feature maps summarised over space by its mean, maximum
         and standard deviation: (n, 3 x channels)."""
@@ -187,12 +192,13 @@ def make_encoder(n_members, n_features, n_components, hidden_layer_sizes, image_
     return mlp(n_members, [n_features, *hidden_layer_sizes, n_components], generator)
 
 
-def hidden_features(encoder, x):
+def hidden_features(encoder, x, maps=False):
     """What the encoder of :func:`make_encoder` sees in rows ``x`` (shared (n, p), or each
     member's own (n_members, n, p)) before its last linear map: its last hidden layer, or
-    :meth:`ConvEncoder.features`; (n_members, n, h)."""
+    :meth:`ConvEncoder.features` (``maps``: :meth:`ConvEncoder.feature_maps`); (n_members,
+    n, h)."""
     if isinstance(encoder, Members):
-        return encoder(x, method="features")
+        return encoder(x, method="feature_maps" if maps else "features")
     h = encoder[:-1](x)
     return h if h.dim() == 3 else h.expand(encoder[-1].weight.shape[0], -1, -1)
 

@@ -254,14 +254,23 @@ class DetectorMixin:
             kept = self._derived_state[name] = (key, compute())
         return kept[1]
 
-    def _training_codes(self, device):
+    def _training_codes(self, device, space=None):
         """The codes of the reference rows, (n_members, m, n_components_), as the current
-        inference parameters give them; without the held-out fold being scored while the
-        offset is set."""
+        inference parameters give them, or their points in another ``space(model, x, mask,
+        z)`` (n_members, n, h), such as :func:`skflowgen.scores.feature_maps`; without the
+        held-out fold being scored while the offset is set."""
         def infer():
-            return np.ascontiguousarray(self._inferred_codes(self._reference_rows, data=True),
-                                        dtype=np.float32)
-        codes = self._derived("codes", self._scoring_key(codes_only=True), infer)
+            if space is None:
+                return np.ascontiguousarray(
+                    self._inferred_codes(self._reference_rows, data=True), dtype=np.float32)
+
+            def points(xb):
+                x, mask = self._observed(xb)
+                return space(self, x, mask, self._infer_latent(x, mask)).transpose(0, 1)
+            return np.ascontiguousarray(self._apply(points, self._reference_rows, data=True,
+                                                    dtype=np.float32).transpose(1, 0, 2))
+        name = "codes" if space is None else space.__name__
+        codes = self._derived(name, self._scoring_key(codes_only=True), infer)
         fold = self.__dict__.get("_scoring_fold")
         if fold is not None:
             keep = np.ones(codes.shape[1], dtype=bool)
@@ -269,14 +278,15 @@ class DetectorMixin:
             codes = codes[:, keep]
         return torch.as_tensor(codes, device=device)
 
-    def _lof_fit(self, k, device):
-        """:func:`lof_fit` of the training codes with ``k`` neighbours (one for the reference
-        of new rows, one for each held-out fold's)."""
+    def _lof_fit(self, k, device, space=None):
+        """:func:`lof_fit` of the training codes (or their points in ``space``) with ``k``
+        neighbours (one for the reference of new rows, one for each held-out fold's)."""
         def fit():
-            codes = self._training_codes(torch.device("cpu"))
+            codes = self._training_codes(torch.device("cpu"), space)
             return tuple(t.numpy() for t in lof_fit(codes, k))
         fold = self.__dict__.get("_scoring_fold")
-        fitted = self._derived(("lof", fold), (self._scoring_key(codes_only=True), k), fit)
+        name = ("lof", fold) if space is None else ("lof", fold, space.__name__)
+        fitted = self._derived(name, (self._scoring_key(codes_only=True), k), fit)
         return tuple(torch.as_tensor(a, device=device) for a in fitted)
 
     def _standardisation(self, parts, device):

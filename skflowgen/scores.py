@@ -60,13 +60,24 @@ depends on its chunk), and returns each member's score (n_members, n), higher = 
   *nearest* kept code, ``'knn'`` with one neighbour (is there a training row like this one?).
   LOF alone misses an unseen kind of image whose codes gather in a cluster of their own
   (they are as dense as each other); the nearest code alone misses one that lands in a
-  sparse region of known images. The default on images (``score_method='auto'`` with
+  sparse region of known images. GLF's default on images (``score_method='auto'`` with
   ``image_shape``): of the scores and combinations of the codes in the image detection study
   (benchmarks/RESULTS.md, "Image detection study") the one ahead of ``'lof'`` and of kNN
-  and LOF on the pixels on both image tasks, for both estimators.
+  and LOF on the pixels on both image tasks, for both estimators at 40 epochs.
 
-The codes of the rows that ``'knn'``, ``'lof'`` and ``'local'`` compare with, and the
-neighbour search itself, live in :mod:`skflowgen.outlier`: a row is never its own neighbour
+- ``'local_features'``: ``'local'``'s two scores in the space of the encoder's last feature
+  maps (the output of its last convolution, flattened; its last hidden layer on tables)
+  instead of the code: as PatchCore scores images by neighbours among intermediate features
+  rather than a bottleneck (Roth et al. 2022), the maps keep where in the image a pattern
+  lies, which the code compresses away. LFP's default on images: its codes move with the
+  training length (held-out digits ranked lower after 80 epochs than after 40), its
+  encoder's maps did not, and on both image tasks they ranked held-out classes above
+  ``'local'`` (benchmarks/DEFAULTS.md, "Images"). It keeps the maps of the kept rows
+  (channels x height x width floats a row and member), left out of a pickle and recomputed
+  from the rows at first use.
+
+The codes (or maps) of the rows that the local scores compare with, and the neighbour
+search itself, live in :mod:`skflowgen.outlier`: a row is never its own neighbour
 (its copy among them is left out), so a row given to ``fit`` is scored as a new row like it
 would be.
 """
@@ -76,7 +87,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from .networks import member_mean
+from .networks import hidden_features, member_mean
 from .outlier import nearest
 
 N_NEIGHBORS = 5  # of the 'knn' and 'lof' scores
@@ -116,9 +127,10 @@ def knn(model, x, mask, z, draws):
     return _knn_log_density(model, z, N_NEIGHBORS)
 
 
-def _knn_log_density(model, z, n_neighbors):
-    """``log k - log m - log V_d - d log r_k`` with ``k = n_neighbors`` (at most ``m - 1``)."""
-    reference = model._training_codes(z.device)
+def _knn_log_density(model, z, n_neighbors, space=None):
+    """``log k - log m - log V_d - d log r_k`` with ``k = n_neighbors`` (at most ``m - 1``),
+    of the codes ``z`` or of points ``z`` of ``space`` (the kept rows' points in it)."""
+    reference = model._training_codes(z.device, space)
     members, m, d = reference.shape
     k = max(1, min(n_neighbors, m - 1))
     radius = nearest(z, reference, k)[0][..., -1].clamp_min(1e-30)
@@ -129,14 +141,28 @@ def _knn_log_density(model, z, n_neighbors):
 def lof(model, x, mask, z, draws):
     """Minus the local outlier factor of ``z~`` among the kept training codes: the mean
     ratio of its ``N_NEIGHBORS`` nearest codes' local reachability density to its own."""
-    reference = model._training_codes(z.device)
+    return _local_outlier_factor(model, z)
+
+
+def _local_outlier_factor(model, z, space=None):
+    """Minus the LOF of the codes ``z``, or of points ``z`` of ``space``."""
+    reference = model._training_codes(z.device, space)
     k = max(1, min(N_NEIGHBORS, reference.shape[1] - 1))
-    k_distance, density = model._lof_fit(k, z.device)
+    k_distance, density = model._lof_fit(k, z.device, space)
     distances, index = nearest(z, reference, k)
     flat = index.flatten(1)
     reach = torch.maximum(distances, torch.gather(k_distance, 1, flat).view_as(index))
     own = 1 / (reach.mean(dim=-1) + 1e-10)
     return -torch.gather(density, 1, flat).view_as(index).mean(dim=-1) / own
+
+
+def feature_maps(model, x, mask, z):
+    """Each member's encoder feature maps of ``x``, flat (n_members, n, h): the last
+    convolution's output on images, the last hidden layer on tables; a missing entry is
+    filled by the member's decoding of its code ``z``."""
+    if mask is not None:
+        x = torch.where(mask, x, model._decode(z))
+    return hidden_features(model.encoder_, x, maps=True)
 
 
 def _fused_parts(model, x, mask, z):
@@ -156,6 +182,15 @@ def _local_parts(model, x, mask, z):
                         member_mean(_knn_log_density(model, z, 1))])[:, None]
 
 
+def _local_feature_parts(model, x, mask, z):
+    """The four scores ``'local_features'`` combines, (4, 1, n): ``'local'``'s two of the
+    code and the same two in the space of :func:`feature_maps`."""
+    h = feature_maps(model, x, mask, z)
+    return torch.cat([_local_parts(model, x, mask, z), torch.stack([
+        member_mean(_local_outlier_factor(model, h, feature_maps)),
+        member_mean(_knn_log_density(model, h, 1, feature_maps))])[:, None]])
+
+
 def _standardised_mean(model, parts, x, mask, z):
     """Mean of the scores ``parts(model, x, mask, z)``, each minus its median over the kept
     rows, divided by its interquartile range there."""
@@ -171,6 +206,12 @@ def fused(model, x, mask, z, draws):
 def local(model, x, mask, z, draws):
     """Standardised mean of the ``'lof'`` score and the nearest code's log-density."""
     return _standardised_mean(model, _local_parts, x, mask, z)
+
+
+def local_features(model, x, mask, z, draws):
+    """Standardised mean of ``'local'``'s two scores of the code and of the encoder's last
+    feature maps."""
+    return _standardised_mean(model, _local_feature_parts, x, mask, z)
 
 
 class Score(NamedTuple):
@@ -189,4 +230,5 @@ SCORES = {
     "lof": Score(lof, density=False),
     "fused": Score(fused, density=False),
     "local": Score(local, density=False),
+    "local_features": Score(local_features, density=False),
 }

@@ -29,10 +29,10 @@ def test_sklearn_compatible(estimator, check):
 def test_auto_max_iter_trains_the_table_epochs_and_enough_images_with_image_shape(
         monkeypatch, digits01, estimator_class):
     """``max_iter='auto'`` trains the estimator's table epochs on a table (GLF 1, LFP 5);
-    with ``image_shape`` at least ``_IMAGE_MIN_EPOCHS`` and enough for ``_IMAGE_ROWS_SEEN``
+    with ``image_shape`` at least its ``_image_min_epochs`` and enough for ``_IMAGE_ROWS_SEEN``
     training rows in all (here all 40 rows train: nothing needs rows held out); an int is
     kept as given."""
-    images = skflowgen._auto._IMAGE_MIN_EPOCHS + 5  # the rows, not the minimum, decide
+    images = estimator_class._image_min_epochs + 5  # the rows, not the minimum, decide
     monkeypatch.setattr(skflowgen._auto, "_IMAGE_ROWS_SEEN", images * 40 - 5)
     X = digits01[0][:40]
     table = {GenerativeLatentFlow: 1, LangevinFlowPriorGenerator: 5}[estimator_class]

@@ -54,10 +54,12 @@ def member(model, k):
 
 
 @pytest.mark.parametrize("est", CLASSES)
-@pytest.mark.parametrize("score_method", [s for s in SCORES if s not in ("fused", "local")])
+@pytest.mark.parametrize("score_method", [s for s in SCORES
+                                          if s not in ("fused", "local", "local_features")])
 def test_ensemble_is_the_mean_of_its_members(ensembles, blob, est, score_method):
     """Each member, cut out as a model of its own, gives the ensemble's outputs: the score is
-    the members' mean (the combined ``'fused'`` and ``'local'`` aside: next tests), ``transform`` their latents side by
+    the members' mean (the combined ``'fused'``, ``'local'`` and ``'local_features'`` aside:
+    they standardise the members' mean parts), ``transform`` their latents side by
     side, ``inverse_transform`` the mean of their decodings."""
     model = ensembles(est, score_method)
     members = [member(model, k) for k in range(N_MEMBERS)]

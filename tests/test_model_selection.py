@@ -172,13 +172,55 @@ def test_local_score_is_the_mean_of_the_standardised_lof_and_nearest_code_scores
 
 
 @pytest.mark.parametrize("est", CLASSES)
+def test_local_features_score_is_local_of_the_code_and_of_the_encoder_feature_maps(digits01,
+                                                                                  est):
+    """``score_method='local_features'``: ``'local'``'s two parts, minus scikit-learn's local
+    outlier factor (5 neighbours) and minus the log distance to the nearest kept row, in the
+    space of the codes and in that of the encoder's last feature maps, each standardised by
+    its median and interquartile range over the rows given to ``fit`` (scored as new rows: a
+    kept row is not its own neighbour, as ``LocalOutlierFactor`` scores its training rows),
+    then averaged. Checked on images the model did not fit, with the maps computed by the
+    encoder's own layers."""
+    import torch
+    from sklearn.neighbors import LocalOutlierFactor, NearestNeighbors
+    X, y = digits01
+    train, new = X[y == 0][:120], np.r_[X[y == 0][120:150], X[y == 1][:30]]
+    model = CLASSES[est](image_shape=(1, 8, 8), n_components=4, max_iter=2, n_estimators=1,
+                         score_method="local_features", random_state=0, device=DEVICE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(train)
+    encoder = model.encoder_.networks[0].net
+
+    def maps(rows):
+        x = model._to_model(torch.as_tensor(rows, dtype=torch.float32))
+        with torch.no_grad():  # every layer up to the flattening and the last linear map
+            return encoder[:-2](x.view(-1, 1, 8, 8)).flatten(1).numpy()
+    reference, values = [], []
+    for space in (model.transform, maps):
+        lof = LocalOutlierFactor(n_neighbors=5, novelty=True).fit(space(train))
+        nearest = NearestNeighbors(n_neighbors=1).fit(space(train))
+        reference += [lof.negative_outlier_factor_, -np.log(nearest.kneighbors(None)[0][:, 0])]
+        values += [lof.score_samples(space(new)),
+                   -np.log(nearest.kneighbors(space(new))[0][:, 0])]
+    reference, values = np.stack(reference), np.stack(values)
+    low, center, high = np.percentile(reference, [25, 50, 75], axis=1)
+    expected = ((values - center[:, None]) / (high - low)[:, None]).mean(axis=0)
+    np.testing.assert_allclose(model.score_samples(new), expected, rtol=1e-3, atol=1e-2)
+
+
+IMAGE_SCORES = {"GLF": "local", "LFP": "local_features"}
+
+
+@pytest.mark.parametrize("est", CLASSES)
 def test_auto_score_is_local_for_images_and_fused_on_tables(digits01, blob, est):
-    """``score_method='auto'`` (the default) ranks images by ``'local'`` and table rows by
-    ``'fused'``, with the offset of the score it stands for."""
+    """``score_method='auto'`` (the default) ranks images by ``'local'`` (GLF) or
+    ``'local_features'`` (LFP) and table rows by ``'fused'``, with the offset of the score it
+    stands for."""
     X = digits01[0][:300]
     settings = dict(max_iter=1, n_components=4, random_state=0, device=DEVICE)
     for model, data, method in [
-            (CLASSES[est](image_shape=(1, 8, 8), **settings), X, "local"),
+            (CLASSES[est](image_shape=(1, 8, 8), **settings), X, IMAGE_SCORES[est]),
             (CLASSES[est](**settings, **{k: v for k, v in TINY.items() if k != "device"}),
              blob, "fused")]:
         with warnings.catch_warnings():
@@ -196,14 +238,11 @@ def test_an_image_model_pickled_before_local_keeps_ranking_by_lof(monkeypatch, d
     """A pickle written before ``'auto'`` meant ``'local'`` on images (fitted while it meant
     ``'lof'``, its state without ``_auto_image_score``) still ranks images by ``'lof'``, with
     the offset set at its fit."""
-    import skflowgen._auto
-    import skflowgen._base
     X = digits01[0][:300]
     model = CLASSES[est](image_shape=(1, 8, 8), max_iter=1, n_components=4, random_state=0,
                          device=DEVICE)
     with monkeypatch.context() as former_release, warnings.catch_warnings():
-        for module in (skflowgen._auto, skflowgen._base):
-            former_release.setattr(module, "_IMAGE_SCORE", "lof")
+        former_release.setattr(CLASSES[est], "_image_score", "lof")
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X)
     state = model.__getstate__()

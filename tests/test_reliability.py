@@ -308,6 +308,20 @@ def test_pickle_holds_state_dict_bytes_not_modules(fitted, est):
 
 
 @pytest.mark.parametrize("est", CLASSES)
+def test_pickle_leaves_out_the_kept_rows_feature_maps_and_scores_the_same(fitted, est):
+    """``'local_features'`` keeps the feature maps of the rows it compares with (3,136
+    floats a row on 28 x 28 images): a pickle leaves them out, and the restored model,
+    which recomputes them from the kept rows, scores new rows as the original does."""
+    model = fitted(est, "local_features")
+    X = np.random.default_rng(0).normal(size=(30, model.n_features_in_))
+    scores = model.score_samples(X)
+    restored = pickle.loads(pickle.dumps(model))
+    assert "feature_maps" not in restored._derived_state
+    np.testing.assert_allclose(restored.score_samples(X), scores, rtol=1e-5, atol=1e-5)
+    assert "feature_maps" in model._derived_state  # the original keeps its maps
+
+
+@pytest.mark.parametrize("est", CLASSES)
 @pytest.mark.parametrize("offset", [-persistence._STATE_FORMAT, -1, 1])
 def test_pickle_of_another_format_fails_naming_version(fitted, est, monkeypatch, offset):
     """A real pickle written by a version of another state format (older or newer) fails on

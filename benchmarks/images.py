@@ -48,7 +48,7 @@ TASKS = {"digits": dict(shape=(1, 8, 8), max_train=None, max_test=None,
          "fashion": dict(shape=(1, 28, 28), max_train=10_000, max_test=5_000,
                          names=FASHION_CLASSES)}
 BASELINES = ["iforest", "lof", "knn", "ocsvm", "gmm", "ecod", "pyod-ae", "pyod-vae", "deepsvdd"]
-DEFAULT_SCORE = {"glf": "local", "lfp": "local"}  # what score_method='auto' means on images
+DEFAULT_SCORE = {"glf": "local", "lfp": "local_features"}  # score_method='auto' on images
 
 
 # ---------------------------------------------------------------- data
@@ -165,7 +165,8 @@ def study_scores(model, X_train, X_test, marginal=True):
     scores["complexity"] = (joint + math.log(2) * bits, test_s + bits_s)
     reference, ref_s = _common.timed(lambda: pixel_gaussian(X_train)(X_test))
     scores["pixel-ratio"] = (joint - reference, test_s + ref_s)
-    for method in ("knn", "lof", "local", "fused") + (("marginal",) if marginal else ()):
+    for method in ("knn", "lof", "local", "local_features", "fused") + (
+            ("marginal",) if marginal else ()):
         model.set_params(score_method=method)
         scores[method] = _common.timed(model.score_samples, X_test)
     return scores
@@ -314,7 +315,8 @@ def report(rows, task, output, figure):
         f"{len(classes)} classes x {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), "
         "values averaged over the seeds. skflowgen estimators at their defaults with "
         f"`image_shape={spec['shape']}`, scored by their default `score_method` "
-        f"(`'auto'`, which is `'{DEFAULT_SCORE['glf']}'` on images); baselines on the flat pixels in [0, 1] "
+        f"(`'auto'`, which is `'{DEFAULT_SCORE['glf']}'` for GLF and `'{DEFAULT_SCORE['lfp']}'` "
+        "for LFP on images); baselines on the flat pixels in [0, 1] "
         "(ADBench's, PyOD's "
         "kNN distance and DeepSVDD at their defaults). AUPRC = `auc(recall, precision)` x 100 "
         "(the papers' formula). Average rank among the columns of this table.", "",
@@ -329,8 +331,10 @@ def report(rows, task, output, figure):
         "`local`) is minus the local outlier factor of the code among the training codes "
         "(5 neighbours, as "
         "`LocalOutlierFactor(n_neighbors=5, novelty=True)`), `lof-k10` and `lof-k20` the same "
-        "with 10 and 20 neighbours; `local` (a `score_method`, the default on images) the "
-        "mean of `lof` and `knn-k1`, each standardised over the training images; `fused` (a "
+        "with 10 and 20 neighbours; `local` (a `score_method`, GLF's default on images) the "
+        "mean of `lof` and `knn-k1`, each standardised over the training images; "
+        "`local_features` (a `score_method`, LFP's default on images) the mean of those two "
+        "and the same two of the encoder's last feature maps, standardised alike; `fused` (a "
         "`score_method`, the default on tables) the mean of `knn` and the reconstruction "
         "term, standardised alike; "
         "`complexity` adds the zlib code length of the 8-bit image "

@@ -65,16 +65,18 @@ depends on its chunk), and returns each member's score (n_members, n), higher = 
   (benchmarks/RESULTS.md, "Image detection study") the one ahead of ``'lof'`` and of kNN
   and LOF on the pixels on both image tasks, for both estimators at 40 epochs.
 
-- ``'local_features'``: ``'local'``'s two scores in the space of the encoder's last feature
-  maps (the output of its last convolution, flattened; its last hidden layer on tables)
-  instead of the code: as PatchCore scores images by neighbours among intermediate features
-  rather than a bottleneck (Roth et al. 2022), the maps keep where in the image a pattern
-  lies, which the code compresses away. LFP's default on images: its codes move with the
-  training length (held-out digits ranked lower after 80 epochs than after 40), its
-  encoder's maps did not, and on both image tasks they ranked held-out classes above
-  ``'local'`` (benchmarks/DEFAULTS.md, "Images"). It keeps the maps of the kept rows
-  (channels x height x width floats a row and member), left out of a pickle and recomputed
-  from the rows at first use.
+- ``'local_features'``: the mean of ``'local'``'s two scores of the code and the same two
+  in the space of the encoder's last feature maps (the output of its last convolution,
+  flattened; its last hidden layer on tables), all four standardised alike. As PatchCore
+  scores images by neighbours among intermediate features rather than a bottleneck (Roth et
+  al. 2022), the maps keep where in the image a pattern lies, which the code compresses
+  away; the code keeps what the generator learned of the whole image. Each space finds
+  anomalies the other misses (held-out Fashion-MNIST trousers by the maps, dresses by the
+  code). LFP's default on images: after its 80 epochs its code's ``'local'`` ranked held-out
+  digits lower than after 40 and its maps did not, and the mean of both spaces ranked held-out
+  classes above kNN and LOF on the pixels on both image tasks (benchmarks/DEFAULTS.md,
+  "Images"). It keeps the maps of the kept rows (channels x height x width floats a row and
+  member), left out of a pickle and recomputed from the rows at first use.
 
 The codes (or maps) of the rows that the local scores compare with, and the neighbour
 search itself, live in :mod:`skflowgen.outlier`: a row is never its own neighbour

@@ -155,7 +155,8 @@ def variants():
               ("code-knn-k1", "f2-knn-k1"), ("f1-lof-k10", "f2-lof-k10"),
               ("code-lof-k10", "code-knn-k1", "f2-lof-k10"),
               ("code-lof-k10", "f1-lof-k10", "f2-lof-k10"),
-              ("code-lof-k10", "code-knn-k1", "reconstruction")]
+              ("code-lof-k10", "code-knn-k1", "reconstruction"),
+              ("code-lof-k5", "code-knn-k1", "f2-lof-k5", "f2-knn-k1")]
     out = {name: [name] for name in singles}
     out.update({" + ".join(c): list(c) for c in combos})
     return out
@@ -284,15 +285,17 @@ def report(raw, task, output):
         f"The held-out-class split of `benchmarks/images.py` ({spec['shape'][1]}x"
         f"{spec['shape'][2]} images), {len(classes)} classes, seeds "
         + "; ".join(f"{m.upper()} {', '.join(map(str, s))}" for m, s in seeds.items()) +
-        ". One fit per (class, seed, model) at the defaults; every variant scores the same "
-        "fit. Parts, each in a space: `code` the inferred code, `f1`/`f2` the encoder's "
+        ". One fit per (class, seed, model) at the defaults of the code of its run (a "
+        "model's rows of earlier defaults or other parameters stay in the raw file, marked "
+        "by `params`); every variant scores the same fit. Parts, each in a space: `code` the inferred code, `f1`/`f2` the encoder's "
         "feature maps after its first/second stride-2 convolution (flattened), `pixels` "
         "the images; `-knn-kK` minus the log distance to the K-th nearest training image, "
         "`-lof-kK` minus the local outlier factor with K neighbours (training images left "
         "out of their own neighbours); per member, then the members' mean. `code-lof-k5` "
         "is the package's `'lof'` (the image default before `'local'`), `code-knn-k5` its "
-        "`'knn'`, `code-lof-k5 + code-knn-k1` its `'local'` (the image default); the two "
-        "`pixels` rows are the "
+        "`'knn'`, `code-lof-k5 + code-knn-k1` its `'local'` (GLF's image default), "
+        "`code-lof-k5 + code-knn-k1 + f2-lof-k5 + f2-knn-k1` its `'local_features'` (LFP's: "
+        "`f2` is the encoder's last feature maps); the two `pixels` rows are the "
         "baselines (" + "; ".join(f"`{v}`: {d}" for v, d in BASELINE_VARIANTS.items()) +
         "). `a + b`: the mean of the parts, each standardised by the median and "
         "interquartile range of its training images' scores (no label read). AUPRC = "

@@ -7,6 +7,7 @@ import io
 import torch
 
 from ._training import torch_generator
+from .scores import feature_maps
 
 _STATE_FORMAT = 4  # 4: held-out rows set offset_; derived state follows the parameters
 # parameters added within this state format, with the value that behaves as a pickle
@@ -32,7 +33,7 @@ class PersistenceMixin:
         if "_derived_state" in state:
             state["_derived_state"] = {name: value for name, value in
                                        state["_derived_state"].items()
-                                       if name != "feature_maps"}
+                                       if name != feature_maps.__name__}
         buffer = io.BytesIO()
         torch.save({
             "modules": {n: state.pop(n).state_dict() for n in self._network_names},

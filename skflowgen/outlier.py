@@ -257,18 +257,17 @@ class DetectorMixin:
     def _training_codes(self, device, space=None):
         """The codes of the reference rows, (n_members, m, n_components_), as the current
         inference parameters give them, or their points in another ``space(model, x, mask,
-        z)`` (n_members, n, h), such as :func:`skflowgen.scores.feature_maps`; without the
-        held-out fold being scored while the offset is set."""
+        z)`` (n_members, n, h), such as :func:`skflowgen.scores.feature_maps` (``z`` None:
+        the space infers the codes where it needs them); without the held-out fold being
+        scored while the offset is set."""
         def infer():
             if space is None:
                 return np.ascontiguousarray(
                     self._inferred_codes(self._reference_rows, data=True), dtype=np.float32)
-
-            def points(xb):
-                x, mask = self._observed(xb)
-                return space(self, x, mask, self._infer_latent(x, mask)).transpose(0, 1)
-            return np.ascontiguousarray(self._apply(points, self._reference_rows, data=True,
-                                                    dtype=np.float32).transpose(1, 0, 2))
+            points = self._apply(lambda xb: space(self, *self._observed(xb), None)
+                                 .transpose(0, 1), self._reference_rows, data=True,
+                                 dtype=np.float32)
+            return np.ascontiguousarray(points.transpose(1, 0, 2))
         name = "codes" if space is None else space.__name__
         codes = self._derived(name, self._scoring_key(codes_only=True), infer)
         fold = self.__dict__.get("_scoring_fold")

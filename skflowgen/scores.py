@@ -161,8 +161,9 @@ def _local_outlier_factor(model, z, space=None):
 def feature_maps(model, x, mask, z):
     """Each member's encoder feature maps of ``x``, flat (n_members, n, h): the last
     convolution's output on images, the last hidden layer on tables; a missing entry is
-    filled by the member's decoding of its code ``z``."""
+    filled by the member's decoding of its code ``z`` (None: inferred here, only then)."""
     if mask is not None:
+        z = model._infer_latent(x, mask) if z is None else z
         x = torch.where(mask, x, model._decode(z))
     return hidden_features(model.encoder_, x, maps=True)
 
